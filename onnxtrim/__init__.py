@@ -1,0 +1,28 @@
+"""onnxtrim: structured channel pruning of ONNX models from activation statistics."""
+
+from .errors import (
+    CalibrationError,
+    ConfigError,
+    DependencyError,
+    ModelError,
+    OnnxTrimError,
+    OutputError,
+    PassError,
+    PlanError,
+    VerificationError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CalibrationError",
+    "ConfigError",
+    "DependencyError",
+    "ModelError",
+    "OnnxTrimError",
+    "OutputError",
+    "PassError",
+    "PlanError",
+    "VerificationError",
+    "__version__",
+]

@@ -1,0 +1,43 @@
+"""Typed errors: the library raises these, the CLI maps each class to an exit code.
+
+Every message is meant to be read by a user in one line: it names the file, tensor or node
+and the rule that was broken, and where possible what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class OnnxTrimError(Exception):
+    """Base class of every error onnxtrim raises on purpose."""
+
+
+class ConfigError(OnnxTrimError):
+    """Options that contradict each other or are out of range."""
+
+
+class DependencyError(OnnxTrimError):
+    """An optional dependency (onnxruntime, torch) is missing for the requested work."""
+
+
+class ModelError(OnnxTrimError):
+    """The model file cannot be read, is invalid, or is unsafe to process."""
+
+
+class CalibrationError(OnnxTrimError):
+    """Calibration data cannot be read or does not fit the model's inputs."""
+
+
+class PlanError(OnnxTrimError):
+    """A pruning plan does not match the model it is applied to."""
+
+
+class PassError(OnnxTrimError):
+    """A graph rewrite failed; the message names the pass and the passes before it."""
+
+
+class VerificationError(OnnxTrimError):
+    """The trimmed model differs from the original beyond the requested tolerance."""
+
+
+class OutputError(OnnxTrimError):
+    """An output cannot be written (exists, is the input, read-only destination, disk full)."""
