@@ -1,0 +1,61 @@
+"""Channel elements and the union-find that couples them.
+
+Every channel a producer creates is an *element*. Ops that tie channels together (a
+residual Add, a depthwise conv, a squeeze-and-excitation Mul) unite elements; a group's
+prunable units are the classes of united elements. Working per element rather than per
+layer is what lets concat offsets, slices and repeated concatenation fall out of the same
+mechanism instead of needing cases of their own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class ElementTable:
+    """Union-find over channel elements, with a reason attached to every blocked class."""
+
+    def __init__(self) -> None:
+        self._parent: list[int] = []
+        self._blocked: dict[int, str] = {}  # element -> first reason (kept on roots after find)
+
+    def __len__(self) -> int:
+        return len(self._parent)
+
+    def new(self, count: int) -> np.ndarray:
+        start = len(self._parent)
+        self._parent.extend(range(start, start + count))
+        return np.arange(start, start + count, dtype=np.int64)
+
+    def find(self, element: int) -> int:
+        parent = self._parent
+        root = element
+        while parent[root] != root:
+            root = parent[root]
+        while parent[element] != root:
+            parent[element], element = root, parent[element]
+        return root
+
+    def roots(self, elements: np.ndarray) -> np.ndarray:
+        return np.fromiter((self.find(int(e)) for e in elements), dtype=np.int64, count=len(elements))
+
+    def union(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Unite a[i] with b[i] for every i."""
+        for x, y in zip(a.tolist(), b.tolist()):
+            rx, ry = self.find(x), self.find(y)
+            if rx == ry:
+                continue
+            if ry < rx:
+                rx, ry = ry, rx
+            self._parent[ry] = rx
+
+    def block(self, elements: np.ndarray, reason: str) -> None:
+        for e in elements.tolist():
+            self._blocked.setdefault(e, reason)
+
+    def blocked_roots(self) -> dict[int, str]:
+        """Each blocked class (by root) with the first reason recorded for any of its members."""
+        roots: dict[int, str] = {}
+        for e, reason in self._blocked.items():
+            roots.setdefault(self.find(e), reason)
+        return roots

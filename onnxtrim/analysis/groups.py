@@ -1,0 +1,239 @@
+"""Channel groups: which channels of a graph must be removed together, and which cannot be.
+
+`analyse` walks the graph once in topological order and asks the rule table what each
+node does to the channels reaching it. Channels are created by producers (Conv, Gemm,
+MatMul with constant weights), united by coupling ops, and blocked by barriers, graph
+outputs and control-flow subgraphs. A group is a set of producers whose channels are
+united; its classes are the units a plan keeps or removes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .. import ir
+from .channel_rules import RULES, ZERO_PRESERVING_OPS, ZERO_PRODUCING_ACTIVATIONS
+from .elements import ElementTable
+from .rule_context import Barrier, Edit, RuleContext, Tracked
+
+log = logging.getLogger(__name__)
+
+PRODUCER_OPS = frozenset({"Conv", "Gemm", "MatMul"})
+
+
+@dataclass(frozen=True)
+class Space:
+    """The output channels of one producer node."""
+
+    node: str
+    op: str
+    elems: np.ndarray
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A tensor whose per-channel statistics calibration measures."""
+
+    tensor: str
+    axis: int
+    elems: np.ndarray
+
+
+@dataclass(frozen=True)
+class BarrierRecord:
+    node: str
+    op: str
+    reason: str
+
+
+@dataclass
+class ChannelGroup:
+    id: int
+    spaces: tuple[Space, ...]
+    roots: np.ndarray  # class index -> representative element
+    blocked: dict[int, str]  # class index -> why it cannot be removed
+
+    @property
+    def size(self) -> int:
+        return len(self.roots)
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return tuple(space.node for space in self.spaces)
+
+    @property
+    def prunable(self) -> np.ndarray:
+        return np.array([c for c in range(self.size) if c not in self.blocked], dtype=np.int64)
+
+    def reasons(self) -> list[str]:
+        return sorted(set(self.blocked.values()))
+
+
+@dataclass
+class Analysis:
+    graph: gs.Graph
+    table: ElementTable
+    groups: list[ChannelGroup]
+    edits: list[Edit]
+    observations: list[Observation]
+    tracked: dict[str, Tracked]
+    barriers: list[BarrierRecord]
+    _class_of_root: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    def class_of(self, element: int) -> tuple[int, int] | None:
+        """(group id, class index) of an element, or None for fixed elements outside every group."""
+        return self._class_of_root.get(self.table.find(element))
+
+    def removed_roots(self, keep: dict[int, np.ndarray]) -> set[int]:
+        """Roots of every class a plan removes, given the kept class indices per group id."""
+        removed: set[int] = set()
+        for group in self.groups:
+            if group.id not in keep:
+                continue
+            kept = np.zeros(group.size, dtype=bool)
+            kept[np.asarray(keep[group.id], dtype=np.int64)] = True
+            removed.update(int(r) for r in group.roots[~kept])
+        return removed
+
+    def surviving(self, elems: np.ndarray, removed: set[int]) -> np.ndarray:
+        """Positions of `elems` whose element is not removed."""
+        if not removed:
+            return np.arange(len(elems))
+        roots = self.table.roots(elems)
+        return np.flatnonzero([int(r) not in removed for r in roots])
+
+
+def analyse(graph: gs.Graph) -> Analysis:
+    """Find channel groups, the parameter edits removing them needs, and what to observe."""
+    graph.toposort()
+    table = ElementTable()
+    tracked: dict[str, Tracked] = {}
+    edits: list[Edit] = []
+    spaces: list[Space] = []
+    space_blocks: list[tuple[np.ndarray, str]] = []
+    consumed: list[tuple[str, Tracked]] = []
+    barriers: list[BarrierRecord] = []
+    graph_outputs = frozenset(t.name for t in graph.outputs)
+    opset = ir.default_opset(graph)
+
+    for index, node in enumerate(graph.nodes):
+        has_tracked = any(t.name in tracked for t in node.inputs)
+        if not has_tracked and node.op not in PRODUCER_OPS:
+            continue
+        ctx = RuleContext(node, index, tracked, table, opset, graph_outputs)
+        rule = RULES.get(node.op) if node.domain in (None, "", "ai.onnx") else None
+        try:
+            if rule is None:
+                raise Barrier(f"op '{node.op}' at node '{ctx.name}' has no channel rule")
+            rule(ctx)
+        except Barrier as barrier:
+            reason = str(barrier)
+            barriers.append(BarrierRecord(ctx.name, node.op, reason))
+            for i in ctx.tracked_inputs():
+                table.block(ctx.tracked(i).elems, reason)
+            continue
+        for i, t in ctx.outputs.items():
+            tracked[node.outputs[i].name] = t
+        for a, b in ctx.couples:
+            table.union(a, b)
+        edits.extend(ctx.edits)
+        consumed.extend(ctx.consumed)
+        for new in ctx.spaces:
+            spaces.append(Space(ctx.name, node.op, new.elems))
+            if new.blocked:
+                space_blocks.append((new.elems, new.blocked))
+        space_blocks.extend(ctx.blocks)
+
+    for elems, reason in space_blocks:
+        table.block(elems, reason)
+    for name in graph_outputs:
+        if name in tracked:
+            table.block(tracked[name].elems, f"channels reach graph output '{name}'")
+    for name in ir.outer_names_used_by_subgraphs(graph):
+        if name in tracked:
+            table.block(tracked[name].elems, f"tensor '{name}' is read inside a control-flow subgraph")
+
+    groups, class_of_root = _build_groups(table, spaces)
+    observations = _observations(graph, tracked, consumed)
+    log.debug("analysis: %d groups, %d edits, %d observations, %d barriers",
+              len(groups), len(edits), len(observations), len(barriers))
+    return Analysis(graph, table, groups, edits, observations, tracked, barriers, class_of_root)
+
+
+def _build_groups(table: ElementTable, spaces: list[Space]) -> tuple[list[ChannelGroup], dict[int, tuple[int, int]]]:
+    parent = list(range(len(spaces)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first_space: dict[int, int] = {}
+    space_roots = [table.roots(space.elems) for space in spaces]
+    for s, roots in enumerate(space_roots):
+        for r in roots.tolist():
+            owner = first_space.setdefault(r, s)
+            a, b = find(owner), find(s)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+
+    members: dict[int, list[int]] = {}
+    for s in range(len(spaces)):
+        members.setdefault(find(s), []).append(s)
+    blocked_roots = table.blocked_roots()
+    groups: list[ChannelGroup] = []
+    class_of_root: dict[int, tuple[int, int]] = {}
+    for gid, (_, indices) in enumerate(sorted(members.items())):
+        order: dict[int, int] = {}
+        for s in indices:
+            for r in space_roots[s].tolist():
+                order.setdefault(r, len(order))
+        roots = np.fromiter(order, dtype=np.int64, count=len(order))
+        blocked = {c: blocked_roots[int(r)] for c, r in enumerate(roots) if int(r) in blocked_roots}
+        for r, c in order.items():
+            class_of_root[r] = (gid, c)
+        groups.append(ChannelGroup(gid, tuple(spaces[s] for s in indices), roots, blocked))
+    return groups, class_of_root
+
+
+def _is_zero_producing(node: gs.Node) -> bool:
+    if node.op == "Relu":
+        return True
+    if node.op == "Clip":
+        low = node.attrs.get("min")
+        if low is None and len(node.inputs) > 1 and node.inputs[1].name:
+            value = ir.const_value(node.inputs[1])
+            low = None if value is None else float(value.reshape(-1)[0])
+        return low is not None and float(low) >= 0.0
+    return False
+
+
+def _observations(graph: gs.Graph, tracked: dict[str, Tracked], consumed: list[tuple[str, Tracked]]) -> list[Observation]:
+    """Where to measure each consumed channel.
+
+    From the tensor a consumer reads, walk back through ops that keep an all-zero channel
+    all zero to the activation that produces the zeros (APoZ is defined at the ReLU output,
+    Hu et al. 2016); where there is none, measure what the consumer reads.
+    """
+    tensors = graph.tensors()
+    chosen: dict[str, Observation] = {}
+    for name, t in consumed:
+        point, point_tracked = name, t
+        current = tensors[name]
+        while True:
+            node = ir.producer(current)
+            if node is None:
+                break
+            if node.op in ZERO_PRODUCING_ACTIVATIONS and _is_zero_producing(node):
+                point, point_tracked = current.name, tracked[current.name]
+                break
+            if node.op not in ZERO_PRESERVING_OPS or not node.inputs or node.inputs[0].name not in tracked:
+                break
+            current = node.inputs[0]
+        chosen.setdefault(point, Observation(point, point_tracked.axis, point_tracked.elems))
+    return list(chosen.values())

@@ -1,0 +1,172 @@
+"""What a channel rule sees of one node, and the effects it may record.
+
+A rule validates first and records second: it raises `Barrier` before it records
+anything, so a node is either understood completely or not at all. Effects are only
+committed to the analysis when the rule returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .. import ir
+from .elements import ElementTable
+
+
+class Barrier(Exception):
+    """A node whose effect on channels cannot be proven; its channels are left alone."""
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """A tensor carrying channel elements along one axis (`elems[i]` is at position i)."""
+
+    axis: int
+    elems: np.ndarray
+
+
+@dataclass(frozen=True)
+class ParamSlice:
+    """Keep, along `axis` of the constant at `node.inputs[input_index]`, the positions whose element survives."""
+
+    node: int
+    input_index: int
+    axis: int
+    elems: np.ndarray
+
+
+@dataclass(frozen=True)
+class CountEdit:
+    """A shape-like value that must become the number of surviving elements.
+
+    `input_index` names a constant input and `position` the entry in it; with `attr` set
+    the edit targets that integer attribute instead (Conv's `group`).
+    """
+
+    node: int
+    elems: np.ndarray
+    input_index: int | None = None
+    position: int | None = None
+    attr: str | None = None
+
+
+Edit = ParamSlice | CountEdit
+
+
+@dataclass
+class NewSpace:
+    node: int
+    size: int
+    elems: np.ndarray
+    blocked: str | None = None
+
+
+@dataclass
+class RuleContext:
+    node: gs.Node
+    index: int
+    tracked_by_name: dict[str, Tracked]
+    table: ElementTable
+    opset: int
+    graph_outputs: frozenset[str]
+    outputs: dict[int, Tracked] = field(default_factory=dict)
+    couples: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    edits: list[Edit] = field(default_factory=list)
+    spaces: list[NewSpace] = field(default_factory=list)
+    blocks: list[tuple[np.ndarray, str]] = field(default_factory=list)
+    consumed: list[tuple[str, Tracked]] = field(default_factory=list)
+
+    # ---- reading the node -------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.node.name or f"{self.node.op}#{self.index}"
+
+    def n_inputs(self) -> int:
+        return len(self.node.inputs)
+
+    def input(self, i: int) -> gs.Tensor | None:
+        if i >= len(self.node.inputs):
+            return None
+        tensor = self.node.inputs[i]
+        return None if (tensor.name == "" and not isinstance(tensor, gs.Constant)) else tensor
+
+    def tracked(self, i: int) -> Tracked | None:
+        tensor = self.input(i)
+        return None if tensor is None else self.tracked_by_name.get(tensor.name)
+
+    def const(self, i: int) -> np.ndarray | None:
+        tensor = self.input(i)
+        return None if tensor is None else ir.const_value(tensor)
+
+    def shape(self, i: int) -> tuple[ir.Dim, ...] | None:
+        tensor = self.input(i)
+        return None if tensor is None else ir.shape_of(tensor)
+
+    def rank(self, i: int) -> int | None:
+        const = self.const(i)
+        if const is not None:
+            return const.ndim
+        shape = self.shape(i)
+        return None if shape is None else len(shape)
+
+    def out_shape(self, i: int = 0) -> tuple[ir.Dim, ...] | None:
+        return ir.shape_of(self.node.outputs[i]) if i < len(self.node.outputs) else None
+
+    def attr(self, name: str, default=None):
+        return self.node.attrs.get(name, default)
+
+    def tracked_inputs(self) -> list[int]:
+        return [i for i in range(len(self.node.inputs)) if self.tracked(i) is not None]
+
+    def only_data_tracked(self, data_inputs: tuple[int, ...] = (0,)) -> Tracked:
+        """The tracked data input, refusing nodes where a non-data input carries channels."""
+        for i in self.tracked_inputs():
+            if i not in data_inputs:
+                raise Barrier(f"input {i} of {self.node.op} node '{self.name}' carries channels")
+        tracked = self.tracked(data_inputs[0])
+        if tracked is None:
+            raise Barrier(f"{self.node.op} node '{self.name}': channels reach an unsupported input")
+        return tracked
+
+    def used_outputs(self) -> list[int]:
+        return [i for i, t in enumerate(self.node.outputs) if t.outputs or t.name in self.graph_outputs]
+
+    def require_single_output(self) -> None:
+        extra = [i for i in self.used_outputs() if i != 0]
+        if extra:
+            raise Barrier(f"{self.node.op} node '{self.name}' uses its output {extra[0]}")
+
+    # ---- recording effects ------------------------------------------------------------
+    def set_output(self, i: int, tracked: Tracked) -> None:
+        self.outputs[i] = tracked
+
+    def couple(self, a: np.ndarray, b: np.ndarray) -> None:
+        self.couples.append((a, b))
+
+    def slice_param(self, input_index: int, axis: int, elems: np.ndarray) -> None:
+        self.edits.append(ParamSlice(self.index, input_index, axis, elems))
+
+    def count_edit(self, elems: np.ndarray, *, input_index: int | None = None, position: int | None = None,
+                   attr: str | None = None) -> None:
+        self.edits.append(CountEdit(self.index, elems, input_index, position, attr))
+
+    def new_space(self, size: int, *, blocked: str | None = None) -> np.ndarray:
+        elems = self.table.new(size)
+        self.spaces.append(NewSpace(self.index, size, elems, blocked))
+        return elems
+
+    def fixed(self, size: int, reason: str) -> np.ndarray:
+        """Positions holding channels that nothing may remove (e.g. a graph input concatenated in)."""
+        elems = self.table.new(size)
+        self.blocks.append((elems, reason))
+        return elems
+
+    def consume(self, i: int) -> None:
+        """Record that this node reads the channels of input i through weights that get sliced."""
+        tracked = self.tracked(i)
+        tensor = self.input(i)
+        if tracked is not None and tensor is not None:
+            self.consumed.append((tensor.name, tracked))

@@ -1,0 +1,135 @@
+"""The boundary between protobuf and the graph IR the analysis and passes work on.
+
+Passes see `onnx_graphsurgeon.Graph`; only this module converts. Shapes come from onnx's
+shape inference with data propagation, so rules can ask for static dimensions; exporters'
+stored intermediate shapes go stale once channels are removed, so `to_model` clears every
+intermediate shape and infers them again.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+log = logging.getLogger(__name__)
+
+Dim = int | str | None
+
+
+def to_graph(model: onnx.ModelProto) -> gs.Graph:
+    """Import with fresh shape inference (stored shapes are ignored: they may be stale).
+
+    An initializer that is also a graph input is a default the caller may override, not a
+    constant: graphsurgeon would fold it into a constant and drop the input, so it is
+    imported as a plain input and restored by `to_model`.
+    """
+    model = _without_intermediate_shapes(model)
+    overridable = _overridable_names(model)
+    if overridable:
+        kept = [t for t in model.graph.initializer if t.name not in overridable]
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(kept)
+    try:
+        model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as exc:  # noqa: BLE001 - inference is best-effort; rules then see unknown shapes
+        log.debug("shape inference failed: %s", exc)
+    return gs.import_onnx(model)
+
+
+def to_model(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:
+    """Export, keeping the original model's metadata, and re-infer intermediate shapes."""
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    model = gs.export_onnx(graph, do_type_check=False)
+    overridable = _overridable_names(template)
+    model.graph.initializer.extend(t for t in template.graph.initializer if t.name in overridable)
+    model.ir_version = template.ir_version
+    del model.opset_import[:]
+    model.opset_import.extend(template.opset_import)
+    for field in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        setattr(model, field, getattr(template, field))
+    del model.metadata_props[:]
+    model.metadata_props.extend(template.metadata_props)
+    del model.functions[:]
+    model.functions.extend(template.functions)
+    model = _without_intermediate_shapes(model)
+    try:
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception as exc:  # noqa: BLE001
+        log.debug("shape inference of the rewritten model failed: %s", exc)
+    return model
+
+
+def _overridable_names(model: onnx.ModelProto) -> set[str]:
+    inputs = {i.name for i in model.graph.input}
+    return {t.name for t in model.graph.initializer if t.name in inputs}
+
+
+def _without_intermediate_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    del copy.graph.value_info[:]
+    return copy
+
+
+def default_opset(model_or_graph: onnx.ModelProto | gs.Graph) -> int:
+    if isinstance(model_or_graph, gs.Graph):
+        return int(model_or_graph.opset)
+    for entry in model_or_graph.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return 1
+
+
+def shape_of(tensor: gs.Tensor) -> tuple[Dim, ...] | None:
+    shape = tensor.shape
+    if shape is None:
+        return None
+    return tuple(d if isinstance(d, int) and d >= 0 else (d if isinstance(d, str) and d else None) for d in shape)
+
+
+def static_dims(dims: tuple[Dim, ...] | None) -> bool:
+    return dims is not None and all(isinstance(d, int) for d in dims)
+
+
+def const_value(tensor: gs.Tensor) -> np.ndarray | None:
+    """The constant behind a tensor, looking through Identity and Constant nodes.
+
+    TorchScript exports share identical weights through Identity nodes; treating them as
+    constants here is what lets a rewrite give each user its own sliced copy.
+    """
+    seen = 0
+    while seen < 64:
+        if isinstance(tensor, gs.Constant):
+            return np.asarray(tensor.values)
+        if len(tensor.inputs) != 1:
+            return None
+        producer = tensor.inputs[0]
+        if producer.op == "Identity" and producer.inputs:
+            tensor = producer.inputs[0]
+        elif producer.op == "Constant" and "value" in producer.attrs:
+            value = producer.attrs["value"]
+            return np.asarray(value.values if isinstance(value, gs.Constant) else value)
+        else:
+            return None
+        seen += 1
+    return None
+
+
+def producer(tensor: gs.Tensor) -> gs.Node | None:
+    return tensor.inputs[0] if len(tensor.inputs) == 1 else None
+
+
+def outer_names_used_by_subgraphs(graph: gs.Graph) -> set[str]:
+    """Names a control-flow subgraph reads from an enclosing scope without listing them as inputs."""
+    used: set[str] = set()
+    for node in graph.nodes:
+        for sub in node.subgraphs(recursive=True):
+            local = {t.name for n in sub.nodes for t in n.outputs} | {t.name for t in sub.inputs}
+            for n in sub.nodes:
+                for t in n.inputs:
+                    if t.name and t.name not in local and not isinstance(t, gs.Constant):
+                        used.add(t.name)
+    return used

@@ -1,0 +1,140 @@
+"""Pass: remove the channels a plan drops, rewriting every weight, bias, norm and shape.
+
+Before:  Conv(W[64,3,k,k], B[64]) → BN([64]) → Relu → Conv(W'[128,64,k,k])
+After:   Conv(W[k1,3,k,k], B[k1]) → BN([k1]) → Relu → Conv(W'[128,k1,k,k]), k1 = kept count
+
+Invariants: for every kept class the surviving tensors hold exactly the values of the
+original tensors with the removed classes zeroed at every tensor of their group (masked
+equivalence, see `mask_channels`); graph inputs and outputs keep names, types and shapes;
+a constant shared by several nodes is never sliced in place: each distinct slicing gets its
+own copy, and identical slicings share one copy.
+Not handled: anything the analysis reported as a barrier is left untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from .. import ir
+from ..analysis.groups import Analysis, analyse
+from ..analysis.rule_context import CountEdit, ParamSlice
+from ..errors import PlanError
+from ..plan import PrunePlan, structure_fingerprint
+
+log = logging.getLogger(__name__)
+
+
+def apply_plan(model: onnx.ModelProto, plan: PrunePlan) -> onnx.ModelProto:
+    """Return a new model without the channels `plan` removes; `model` is not modified."""
+    if plan.fingerprint != structure_fingerprint(model):
+        raise PlanError("the plan was made for a model of another structure (fingerprint mismatch)")
+    graph = ir.to_graph(model)
+    analysis = analyse(graph)
+    removed = analysis.removed_roots(validated_keep(plan, analysis))
+    if not removed:
+        return ir.to_model(graph, model)
+    rewrite(graph, analysis, removed)
+    return ir.to_model(graph, model)
+
+
+def validated_keep(plan: PrunePlan, analysis: Analysis) -> dict[int, np.ndarray]:
+    """Check every group decision against the analysis of the model it is applied to."""
+    groups = {g.id: g for g in analysis.groups}
+    keep: dict[int, np.ndarray] = {}
+    for decision in plan.groups:
+        group = groups.get(decision.group)
+        if group is None or group.members != decision.members or group.size != decision.size:
+            raise PlanError(f"plan group {decision.group} ({', '.join(decision.members[:3])}) "
+                            "does not match the model's channel groups")
+        kept = np.asarray(decision.keep, dtype=np.int64)
+        if kept.size == 0:
+            raise PlanError(f"plan group {decision.group} keeps no channel; at least one must stay")
+        if np.any(np.diff(kept) <= 0) or kept[0] < 0 or kept[-1] >= group.size:
+            raise PlanError(f"plan group {decision.group}: keep must be sorted, unique indices below {group.size}")
+        dropped_blocked = sorted(set(group.blocked) - set(kept.tolist()))
+        if dropped_blocked:
+            c = dropped_blocked[0]
+            raise PlanError(f"plan group {decision.group} removes channel {c}, which cannot be removed: "
+                            f"{group.blocked[c]}")
+        keep[decision.group] = kept
+    return keep
+
+
+def rewrite(graph: gs.Graph, analysis: Analysis, removed: set[int]) -> None:
+    """Apply the analysis' edits for the removed classes to `graph` in place."""
+    nodes = graph.nodes
+    slices: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = defaultdict(list)
+    counts: list[tuple[CountEdit, int]] = []
+    for edit in analysis.edits:
+        surviving = analysis.surviving(edit.elems, removed)
+        if len(surviving) == len(edit.elems):
+            continue
+        if isinstance(edit, ParamSlice):
+            slices[(edit.node, edit.input_index)].append((edit.axis, surviving))
+        else:
+            counts.append((edit, len(surviving)))
+    names = _NameSource(graph)
+    copies: dict[tuple, gs.Constant] = {}
+    for (node_index, input_index), cuts in sorted(slices.items()):
+        node = nodes[node_index]
+        source = node.inputs[input_index]
+        key = (id(_constant_behind(source)), tuple((axis, tuple(k.tolist())) for axis, k in cuts))
+        if key not in copies:
+            value = ir.const_value(source)
+            for axis, kept in cuts:
+                value = np.take(value, kept, axis=axis)
+            copies[key] = gs.Constant(names.fresh(source.name), np.ascontiguousarray(value))
+        node.inputs[input_index] = copies[key]
+    for edit, count in counts:
+        node = nodes[edit.node]
+        if edit.attr is not None:
+            node.attrs[edit.attr] = count
+            continue
+        source = node.inputs[edit.input_index]
+        value = np.array(ir.const_value(source), copy=True)
+        flat = value.reshape(-1)
+        flat[edit.position] = count
+        node.inputs[edit.input_index] = gs.Constant(names.fresh(source.name), value)
+    names.restore_original_names(graph)
+    log.debug("rewrite: %d parameter tensors sliced, %d counts rewritten", len(copies), len(counts))
+
+
+def _constant_behind(tensor: gs.Tensor) -> gs.Tensor:
+    """The tensor that holds the value (through Identity chains), so shared weights share copies."""
+    while not isinstance(tensor, gs.Constant) and len(tensor.inputs) == 1 and tensor.inputs[0].op == "Identity":
+        tensor = tensor.inputs[0].inputs[0]
+    return tensor
+
+
+class _NameSource:
+    """Deterministic fresh tensor names derived from the original ones.
+
+    A copy takes its original's name back when it is the only copy and the original is no
+    longer used, so trimmed models keep the exporter's weight names wherever possible.
+    """
+
+    def __init__(self, graph: gs.Graph) -> None:
+        self._taken = set(graph.tensors().keys())
+        self._made: dict[str, list[str]] = defaultdict(list)
+
+    def fresh(self, base: str) -> str:
+        candidate, n = f"{base}.trim", 1
+        while candidate in self._taken:
+            n += 1
+            candidate = f"{base}.trim{n}"
+        self._taken.add(candidate)
+        self._made[base].append(candidate)
+        return candidate
+
+    def restore_original_names(self, graph: gs.Graph) -> None:
+        graph.cleanup(remove_unused_graph_inputs=False)
+        tensors = graph.tensors()
+        for base, made in self._made.items():
+            live = [name for name in made if name in tensors]
+            if base not in tensors and len(live) == 1:
+                tensors[live[0]].name = base

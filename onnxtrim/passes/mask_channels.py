@@ -1,0 +1,50 @@
+"""Pass: zero the channels a plan drops instead of removing them.
+
+Before:  x → Relu → y          (x carries group channels)
+After:   x → Mul(x, mask) → Relu → Mul(·, mask) → y, mask = 0 at removed channels, 1 elsewhere
+
+This is the reference `apply_plan` must equal (masked equivalence): every tensor that
+carries a removed channel has that channel zeroed right where it is produced. It is also a
+cheap way to evaluate what a plan costs before committing to it: the model keeps its shapes.
+Invariants: graph inputs, outputs and all shapes unchanged.
+Not handled: tensors of unknown rank (refused with a PassError).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from .. import ir
+from ..analysis.groups import analyse
+from ..errors import PassError
+from ..plan import PrunePlan
+from .apply_plan import validated_keep
+
+
+def mask_channels(model: onnx.ModelProto, plan: PrunePlan) -> onnx.ModelProto:
+    graph = ir.to_graph(model)
+    analysis = analyse(graph)
+    removed = analysis.removed_roots(validated_keep(plan, analysis))
+    tensors = graph.tensors()
+    for k, (name, tracked) in enumerate(sorted(analysis.tracked.items())):
+        surviving = analysis.surviving(tracked.elems, removed)
+        if len(surviving) == len(tracked.elems):
+            continue
+        tensor = tensors[name]
+        shape = ir.shape_of(tensor)
+        if shape is None:
+            raise PassError(f"mask_channels: tensor '{name}' has unknown rank")
+        mask_shape = [len(tracked.elems)] + [1] * (len(shape) - tracked.axis - 1)
+        mask = np.zeros(len(tracked.elems), dtype=tensor.dtype or np.float32)
+        mask[surviving] = 1
+        masked = gs.Variable(f"{name}.masked", dtype=tensor.dtype, shape=tensor.shape)
+        for consumer in list(tensor.outputs):
+            for i, t in enumerate(consumer.inputs):
+                if t is tensor:
+                    consumer.inputs[i] = masked
+        graph.nodes.append(gs.Node("Mul", f"onnxtrim_mask_{k}",
+                                   inputs=[tensor, gs.Constant(f"{name}.mask", mask.reshape(mask_shape))],
+                                   outputs=[masked]))
+    return ir.to_model(graph, model)

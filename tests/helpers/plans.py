@@ -1,0 +1,65 @@
+"""Plans for tests: random channel choices per group, and the masked-equivalence check."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from onnxtrim import ir
+from onnxtrim.analysis.groups import Analysis, analyse
+from onnxtrim.passes.apply_plan import apply_plan
+from onnxtrim.passes.mask_channels import mask_channels
+from onnxtrim.plan import GroupPlan, PrunePlan, structure_fingerprint
+
+
+def analysis_of(model: onnx.ModelProto) -> Analysis:
+    return analyse(ir.to_graph(model))
+
+
+def random_plan(model: onnx.ModelProto, rng: np.random.Generator, share: float = 0.5) -> PrunePlan:
+    """Drop about `share` of the prunable classes of every group, chosen at random."""
+    groups = []
+    for g in analysis_of(model).groups:
+        prunable = g.prunable
+        if len(prunable) == 0:
+            continue
+        n_drop = min(max(1, int(round(share * len(prunable)))), len(prunable), g.size - 1)
+        drop = rng.choice(prunable, size=n_drop, replace=False) if n_drop else []
+        keep = tuple(sorted(set(range(g.size)) - {int(d) for d in drop}))
+        if len(keep) < g.size:
+            groups.append(GroupPlan(g.id, g.members, g.size, keep))
+    return PrunePlan(structure_fingerprint(model), "random", tuple(groups))
+
+
+def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def random_feeds(model: onnx.ModelProto, rng: np.random.Generator, batch: int = 2) -> dict[str, np.ndarray]:
+    feeds = {}
+    initializers = {t.name for t in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else batch for d in value.type.tensor_type.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+        feeds[value.name] = rng.standard_normal(dims).astype(dtype)
+    return feeds
+
+
+def assert_masked_equivalent(model: onnx.ModelProto, plan: PrunePlan, feeds: dict[str, np.ndarray],
+                             rtol: float = 1e-4, atol: float = 1e-5) -> onnx.ModelProto:
+    """Removing the plan's channels computes what zeroing them in the original computes."""
+    trimmed = apply_plan(model, plan)
+    onnx.checker.check_model(trimmed, full_check=True)
+    masked = mask_channels(model, plan)
+    for got, want in zip(run(trimmed, feeds), run(masked, feeds)):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+    assert [o.name for o in trimmed.graph.output] == [o.name for o in model.graph.output]
+    assert [i.name for i in trimmed.graph.input] == [i.name for i in model.graph.input]
+    assert [i.type for i in trimmed.graph.input] == [i.type for i in model.graph.input]
+    return trimmed
