@@ -96,3 +96,35 @@ def make_session(
 def session_uses_gpu(session: Any) -> bool:
     """Decide GPU use from the providers the session really got, not from those installed."""
     return any(p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for p in session.get_providers())
+
+
+def run(session: Any, output_names: Sequence[str] | None, feeds: dict[str, Any]) -> list[Any]:
+    """`session.run` that Ctrl-C stops promptly.
+
+    onnxruntime holds the GIL-free C++ run until it finishes, so the signal would only be seen
+    afterwards; the run goes to a worker thread and `RunOptions.terminate` ends it early.
+    """
+    import threading
+
+    ort = import_ort()
+    options = ort.RunOptions()
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            result["value"] = session.run(output_names, feeds, options)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            result["error"] = exc
+
+    worker = threading.Thread(target=work, name="onnxtrim-run", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.1)
+    except KeyboardInterrupt:
+        options.terminate = True
+        worker.join(5.0)
+        raise
+    if "error" in result:
+        raise result["error"]
+    return result["value"]

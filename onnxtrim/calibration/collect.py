@@ -1,0 +1,76 @@
+"""Stream calibration batches through the probed model and accumulate per-channel sums."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import onnx
+
+from .. import runtime
+from ..analysis.groups import Analysis
+from ..errors import CalibrationError
+from .probes import STAT_KINDS, ObservedTensor, add_probes
+from .readers import Batch
+from .stats import ChannelStats, TensorStats
+
+log = logging.getLogger(__name__)
+
+
+def observed_tensors(analysis: Analysis) -> list[ObservedTensor]:
+    tensors = analysis.graph.tensors()
+    observed = []
+    for obs in analysis.observations:
+        tensor = tensors[obs.tensor]
+        if tensor.shape is None or tensor.dtype is None:
+            log.debug("skipping observation of '%s': shape or type unknown", obs.tensor)
+            continue
+        elem_type = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(tensor.dtype))
+        observed.append(ObservedTensor(obs.tensor, obs.axis, len(tensor.shape), elem_type))
+    return observed
+
+
+def collect_stats(
+    model: onnx.ModelProto,
+    analysis: Analysis,
+    batches: Iterable[Batch],
+    *,
+    fingerprint: str,
+    providers: Sequence[str] = ("cpu",),
+    kinds: tuple[str, ...] = STAT_KINDS,
+    on_batch: Callable[[int], None] | None = None,
+) -> ChannelStats:
+    """Run every batch once and return the summed statistics of each observed tensor.
+
+    Memory holds one batch and C numbers per observed tensor, whatever the number of batches.
+    """
+    observed = observed_tensors(analysis)
+    stats = ChannelStats(fingerprint)
+    if not observed:
+        return stats
+    augmented, probes = add_probes(model, observed, kinds)
+    session = runtime.make_session(augmented, providers)
+    names = [out for probe in probes for out in probe.outputs.values()]
+    for batch in batches:
+        try:
+            values = runtime.run(session, names, batch.feeds)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise CalibrationError(f"{batch.origin}: onnxruntime failed on this batch: {_first_line(exc)}") from exc
+        by_name = dict(zip(names, values))
+        samples = len(batch.indices)
+        for probe in probes:
+            sums = {kind: by_name[probe.outputs[kind]] for kind in kinds}
+            channels = len(next(iter(sums.values())))
+            if "sum" in sums and not np.all(np.isfinite(sums["sum"])):
+                raise CalibrationError(f"{batch.origin}: tensor '{probe.tensor}' holds NaN or Inf values")
+            entry = stats.tensors.setdefault(probe.tensor, TensorStats.empty(probe.axis, channels, kinds))
+            entry.add(sums, int(by_name[probe.outputs["size"]]) // max(channels, 1), samples)
+        if on_batch is not None:
+            on_batch(samples)
+    return stats
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
