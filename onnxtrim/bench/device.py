@@ -1,0 +1,53 @@
+"""Name the hardware a benchmark ran on, so a report is never read without its context.
+
+Best effort and dependency-free: a latency from an unnamed machine is still a latency, so
+failures here give a generic name instead of an error.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import platform
+import sys
+
+log = logging.getLogger(__name__)
+
+
+def cpu_name() -> str:
+    """The CPU model name and the logical cores this process may use."""
+    name = ""
+    if sys.platform.startswith("linux"):
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+                for line in handle:
+                    if line.lower().startswith(("model name", "hardware")):
+                        name = line.split(":", 1)[1].strip()
+                        break
+        except OSError:
+            pass
+    name = name or platform.processor() or platform.machine() or "unknown CPU"
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 0
+    return f"{name} ({cores} logical cores)" if cores else name
+
+
+def gpu_name(device_id: int = 0) -> str:
+    """The CUDA device's name from the driver API (libcuda), which numbers devices as
+    onnxruntime does, CUDA_VISIBLE_DEVICES included (nvidia-smi does not)."""
+    try:
+        lib = ctypes.CDLL("nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1")
+        device = ctypes.c_int()
+        buffer = ctypes.create_string_buffer(256)
+        if (
+            lib.cuInit(0) == 0
+            and lib.cuDeviceGet(ctypes.byref(device), device_id) == 0
+            and lib.cuDeviceGetName(buffer, len(buffer), device) == 0
+        ):
+            return f"{buffer.value.decode(errors='replace')} (cuda:{device_id})"
+    except (OSError, AttributeError) as exc:
+        log.debug("cannot name CUDA device %d: %s", device_id, exc)
+    return f"CUDA device {device_id}"
