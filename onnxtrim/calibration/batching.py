@@ -220,6 +220,7 @@ def _stream(source: DataSource, inputs: list[InputSpec], size: int, static: bool
                 positions = np.flatnonzero(mask if part == "holdout" else ~mask).astype(np.int64)
             selected += len(positions)
             yield from builder.add(chunk.feeds, positions, seen, chunk.origin)
+            del chunk  # hold one source chunk at a time: drop it before the source loads the next
             seen += rows
             if max_samples is not None and seen >= max_samples:
                 break

@@ -88,6 +88,7 @@ class _FileSource:
         for unit in self._units:
             feeds, rows = conform(self._load(unit), self._inputs, unit.origin)
             yield Batch(feeds, unit.origin, np.arange(start, start + rows, dtype=np.int64))
+            del feeds  # let this file go before the next one is loaded
             start += rows
 
     def _load(self, unit: _Unit) -> dict[str, np.ndarray]:
@@ -348,6 +349,7 @@ class _ReaderSource:
         for number, item in enumerate(items):
             feeds, rows = conform(item, self._inputs, f"{self._label} {number}")
             yield Batch(feeds, f"{self._label} {number}", np.arange(start, start + rows, dtype=np.int64))
+            del item, feeds  # let this chunk go before the reader makes the next one
             start += rows
 
 

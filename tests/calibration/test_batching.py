@@ -216,3 +216,29 @@ def test_property_partition_and_rows(sizes: list[int], batch_size: int, holdout:
             np.testing.assert_array_equal(rows_of(batches), source_rows[indices_of(batches)])
             assert all(len(b.indices) == batch_size for b in batches[:-1])
             assert 0 < len(batches[-1].indices) <= batch_size
+
+
+def test_holds_one_source_chunk_at_a_time(tmp_path: Path, monkeypatch) -> None:
+    """When a file is loaded, every array loaded before it must already be freed (memory stays bounded)."""
+    import weakref
+
+    from onnxtrim.calibration import readers
+
+    for k in range(6):
+        np.save(tmp_path / f"{k}.npy", np.full((5, 2), k, np.float32))  # no cast: feeds are the memory maps
+    loaded: list[weakref.ref] = []
+    alive_at_load: list[int] = []
+    real = readers.load_npy
+
+    def tracking(path: str, origin: str) -> np.ndarray:
+        alive_at_load.append(sum(ref() is not None for ref in loaded))
+        array = real(path, origin)
+        loaded.append(weakref.ref(array))
+        return array
+
+    monkeypatch.setattr(readers, "load_npy", tracking)
+    total = 0
+    for batch in iter_batches(open_data(tmp_path, X), X, batch_size=3, holdout=0):
+        total += len(batch.indices)
+    assert total == 30
+    assert alive_at_load == [0] * 6
