@@ -1,8 +1,8 @@
 """Calibration: reading user data into model batches (readers) and, later, gathering statistics."""
 
 from .batching import held_out, holdout_fraction, iter_batches
-from .readers import Batch, DataSource, open_data
-from .validation import InputSpec, model_input_specs
+from .feeds import Batch, DataSource, InputSpec, model_input_specs
+from .readers import open_data
 
 __all__ = [
     "Batch",

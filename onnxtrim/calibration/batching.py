@@ -21,8 +21,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import CalibrationError, ConfigError
-from .readers import Batch, DataSource
-from .validation import InputSpec, check_inputs
+from .feeds import Batch, DataSource, InputSpec, check_inputs
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +95,9 @@ def _chunk_rows(chunk: Batch, inputs: Sequence[InputSpec]) -> int:
     names = [spec.name for spec in inputs]
     if not isinstance(feeds, Mapping) or set(feeds) != set(names):
         got = ", ".join(map(str, feeds)) if isinstance(feeds, Mapping) else type(feeds).__name__
-        raise CalibrationError(f"{chunk.origin}: feeds {got} do not match the model inputs {', '.join(names)}")
+        raise CalibrationError(
+            f"{chunk.origin}: feeds {got} do not match the model inputs {', '.join(names)}"
+        )
     rows = set()
     for spec in inputs:
         arr = feeds[spec.name]
@@ -126,8 +127,9 @@ class _BatchBuilder:
         self._origins: list[str] = []
         self._count = 0
 
-    def add(self, feeds: Mapping[str, np.ndarray], positions: np.ndarray, base: int, origin: str
-            ) -> Iterator[Batch]:
+    def add(
+        self, feeds: Mapping[str, np.ndarray], positions: np.ndarray, base: int, origin: str
+    ) -> Iterator[Batch]:
         if not len(positions):
             return
         layout = {name: (arr.shape[1:], arr.dtype) for name, arr in feeds.items()}
@@ -137,7 +139,9 @@ class _BatchBuilder:
         done = 0
         while done < len(positions):
             if self._buffers is None:
-                self._buffers = {name: np.empty((self.size, *shape), dtype) for name, (shape, dtype) in layout.items()}
+                self._buffers = {
+                    name: np.empty((self.size, *shape), dtype) for name, (shape, dtype) in layout.items()
+                }
                 self._indices = np.empty(self.size, dtype=np.int64)
             take = min(self.size - self._count, len(positions) - done)
             pos = positions[done : done + take]
@@ -162,17 +166,20 @@ class _BatchBuilder:
             idx = self._indices[: self._count]
             log.warning(
                 "dropping %d sample(s) (indices %d..%d): the model's static batch dimension is %d and %s",
-                self._count, idx[0], idx[-1], self.size, reason,
+                self._count,
+                idx[0],
+                idx[-1],
+                self.size,
+                reason,
             )
             self._reset()
         else:
             yield self._emit()
 
     def _emit(self) -> Batch:
-        assert self._buffers is not None
-        n = self._count
+        n, buffers = self._count, self._buffers or {}  # only called with rows in the buffers
         full = n == self.size
-        feeds = {name: (buf if full else buf[:n].copy()) for name, buf in self._buffers.items()}
+        feeds = {name: (buf if full else buf[:n].copy()) for name, buf in buffers.items()}
         indices = self._indices if full else self._indices[:n].copy()
         origin = self._origins[0] if len(self._origins) == 1 else f"{self._origins[0]}..{self._origins[-1]}"
         self._reset()
@@ -185,8 +192,15 @@ class _BatchBuilder:
         self._count = 0
 
 
-def iter_batches(source: DataSource, inputs: Sequence[InputSpec], *, batch_size: int = 32,
-                 max_samples: int | None = None, holdout: float = 0.2, part: Part = "all") -> Iterator[Batch]:
+def iter_batches(
+    source: DataSource,
+    inputs: Sequence[InputSpec],
+    *,
+    batch_size: int = 32,
+    max_samples: int | None = None,
+    holdout: float = 0.2,
+    part: Part = "all",
+) -> Iterator[Batch]:
     """Batches of `batch_size` rows of one part of the data, in stream order.
 
     Global sample indices count rows in the order the source yields them; the first `max_samples` are
@@ -203,8 +217,15 @@ def iter_batches(source: DataSource, inputs: Sequence[InputSpec], *, batch_size:
     return _stream(source, inputs, size, static, limit, frac, part)
 
 
-def _stream(source: DataSource, inputs: list[InputSpec], size: int, static: bool, max_samples: int | None,
-            frac: Fraction, part: str) -> Iterator[Batch]:
+def _stream(
+    source: DataSource,
+    inputs: list[InputSpec],
+    size: int,
+    static: bool,
+    max_samples: int | None,
+    frac: Fraction,
+    part: str,
+) -> Iterator[Batch]:
     builder = _BatchBuilder(size, static)
     seen = selected = 0
     chunks = source.batches()

@@ -2,8 +2,8 @@
 
 :func:`open_data` turns what the user named into a :class:`DataSource` whose :meth:`~DataSource.batches`
 makes a fresh pass over the data each call (the tool reads the data once to calibrate and once more to
-verify). Sources yield chunks as they come (one file, one reader batch); :func:`iter_batches` in
-:mod:`.batching` re-chunks them into model batches and splits off the hold-out set.
+verify). Sources yield chunks as they come (one file, one reader batch); :func:`iter_batches` (from
+:mod:`.batching`, re-exported here) re-chunks them into model batches and splits off the hold-out set.
 
 Directory formats (one per directory, files in sorted name order so runs are reproducible):
 
@@ -15,6 +15,7 @@ Symlinks are skipped with a warning, hidden files (``.DS_Store``) are ignored, a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -23,13 +24,14 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
 from ..errors import CalibrationError
+from .batching import iter_batches
+from .feeds import Batch, DataSource, InputSpec, check_inputs, conform, model_input_specs
 from .safe_files import load_npy, load_npz, load_pb, natural_key, one_line, open_regular
-from .validation import InputSpec, check_inputs, conform, model_input_specs
 
 log = logging.getLogger(__name__)
 
@@ -41,24 +43,7 @@ _DATA_SET = re.compile(r"^test_data_set_.+$")
 _INPUT_PB = re.compile(r"^input_(\d+)\.pb$")
 _OUTPUT_PB = re.compile(r"^output_(\d+)\.pb$")
 _MAX_READER_SOURCE = 16 * 2**20
-
-
-@dataclass
-class Batch:
-    """Feeds for every model input (leading batch axis), where they came from, and their sample indices."""
-
-    feeds: dict[str, np.ndarray]
-    origin: str
-    indices: np.ndarray
-
-
-@runtime_checkable
-class DataSource(Protocol):
-    """Anything that can make repeated, identical passes over calibration chunks."""
-
-    description: str
-
-    def batches(self) -> Iterator[Batch]: ...
+_END = object()  # end of an iterable reader (None ends a get_next() reader)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -102,7 +87,8 @@ class _FileSource:
             if not name:
                 if number >= len(self._inputs):
                     raise CalibrationError(
-                        f"{origin}: unnamed tensor number {number} but the model has {len(self._inputs)} inputs"
+                        f"{origin}: unnamed tensor number {number} "
+                        f"but the model has {len(self._inputs)} inputs"
                     )
                 name = self._inputs[number].name
             if name in feeds:
@@ -171,10 +157,14 @@ def _scan_directory(path: str, display: str, inputs: Sequence[InputSpec]) -> _Fi
         raise _unsupported(display, unsupported)
     formats = [name for name, units in found.items() if units]
     if len(formats) > 1:
-        raise CalibrationError(f"{display}: mixes {' and '.join(formats)} files; use one format per directory")
+        raise CalibrationError(
+            f"{display}: mixes {' and '.join(formats)} files; use one format per directory"
+        )
     if not formats:
         skipped = f" ({len(links)} symbolic links skipped)" if links else ""
-        raise CalibrationError(f"{display}: no calibration files{skipped}; supported formats: {SUPPORTED_FORMATS}")
+        raise CalibrationError(
+            f"{display}: no calibration files{skipped}; supported formats: {SUPPORTED_FORMATS}"
+        )
     units = found[formats[0]]
     if formats[0] == ".npy":
         _require_single_input(display, inputs)
@@ -209,7 +199,9 @@ def _open_path(spec: str | os.PathLike[str], inputs: Sequence[InputSpec]) -> Dat
     if suffix == ".py":
         raise CalibrationError(f"{display}: name the factory to call, e.g. {display}:make_reader")
     if suffix not in (".npy", ".npz"):
-        raise CalibrationError(f"{display}: unsupported calibration data; supported formats: {SUPPORTED_FORMATS}")
+        raise CalibrationError(
+            f"{display}: unsupported calibration data; supported formats: {SUPPORTED_FORMATS}"
+        )
     if suffix == ".npy":
         _require_single_input(display, inputs)
     return _FileSource(f"file {display}", [_Unit(display, suffix[1:], display)], inputs)
@@ -241,7 +233,8 @@ def _load_factory(path: str, attr: str) -> Callable[[], Any]:
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module  # dataclasses and pickling look their module up here
     try:
-        exec(compile(source, full, "exec", dont_inherit=True), module.__dict__)
+        # Running the user's reader is the point of a reader file; it is named explicitly by the user.
+        exec(compile(source, full, "exec", dont_inherit=True), module.__dict__)  # noqa: S102
     except Exception as exc:
         sys.modules.pop(name, None)
         raise CalibrationError(f"{path}: importing the reader file failed ({one_line(exc)})") from exc
@@ -262,8 +255,15 @@ class _ReaderSource:
     all, and asking for one is an error that says to pass a factory instead.
     """
 
-    def __init__(self, description: str, label: str, inputs: Sequence[InputSpec], *,
-                 fresh: Callable[[], Any] | None = None, obj: object = None) -> None:
+    def __init__(
+        self,
+        description: str,
+        label: str,
+        inputs: Sequence[InputSpec],
+        *,
+        fresh: Callable[[], Any] | None = None,
+        obj: object = None,
+    ) -> None:
         self.description = description
         self._label = label
         self._inputs = list(inputs)
@@ -287,7 +287,9 @@ class _ReaderSource:
         if isinstance(obj, Mapping):
             raise CalibrationError("calibration data is a single dict: pass a list of feed dicts")
         if isinstance(obj, (bytes, bytearray, np.ndarray)):
-            raise CalibrationError(f"calibration data of type {kind}: pass a directory, a reader or feed dicts")
+            raise CalibrationError(
+                f"calibration data of type {kind}: pass a directory, a reader or feed dicts"
+            )
         if isinstance(obj, Iterable):
             if iter(obj) is obj:
                 return cls(f"iterator {kind}", "reader batch", inputs, obj=obj)
@@ -311,8 +313,8 @@ class _ReaderSource:
                 rewind = getattr(reader, "rewind", None)
                 if not callable(rewind):
                     raise CalibrationError(
-                        f"{self.description} can be read only once (it has no rewind()); pass a zero-argument "
-                        "factory that returns a fresh reader instead"
+                        f"{self.description} can be read only once (it has no rewind()); "
+                        "pass a zero-argument factory that returns a fresh reader instead"
                     )
                 try:
                     rewind()
@@ -323,24 +325,21 @@ class _ReaderSource:
     def _items(self, reader: object) -> Iterator[Any]:
         """Feed dicts from a get_next() reader or an iterable, with reader exceptions made one-line errors."""
         if _is_reader_object(reader):
-            get_next = reader.get_next  # type: ignore[attr-defined]
-            step: Callable[[], Any] = get_next
-            done: Callable[[Any], bool] = lambda item: item is None  # noqa: E731
+            get_next: Callable[[], Any] = reader.get_next  # type: ignore[attr-defined]
+            end: object = None
         elif isinstance(reader, Iterable) and not isinstance(reader, (str, bytes, Mapping)):
-            it = iter(reader)
-            sentinel = object()
-            step = lambda: next(it, sentinel)  # noqa: E731
-            done = lambda item: item is sentinel  # noqa: E731
+            get_next, end = functools.partial(next, iter(reader), _END), _END
         else:
             raise CalibrationError(
-                f"{self.description} produced a {type(reader).__name__}, which has neither get_next() nor __iter__"
+                f"{self.description} produced a {type(reader).__name__}, "
+                "which has neither get_next() nor __iter__"
             )
         while True:
             try:
-                item = step()
+                item = get_next()
             except Exception as exc:
                 raise CalibrationError(f"{self.description}: reading data raised {one_line(exc)}") from exc
-            if done(item):
+            if item is end:
                 return
             yield item
 
@@ -366,12 +365,3 @@ def open_data(spec: Any, inputs: Sequence[InputSpec]) -> DataSource:
     if isinstance(spec, (str, os.PathLike)):
         return _open_path(spec, inputs)
     return _ReaderSource.from_object(spec, inputs)
-
-
-def __getattr__(name: str) -> Any:
-    """`iter_batches` lives in .batching (which imports this module); re-export it lazily."""
-    if name == "iter_batches":
-        from .batching import iter_batches
-
-        return iter_batches
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

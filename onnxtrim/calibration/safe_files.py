@@ -100,7 +100,8 @@ def check_file_dtype(dtype: np.dtype, origin: str) -> None:
     """Refuse dtypes that are pickles (object), records, sub-arrays or raw bytes."""
     if dtype.hasobject:
         raise CalibrationError(
-            f"{origin}: stores Python objects (dtype=object); pickled data is never loaded, save numeric arrays"
+            f"{origin}: stores Python objects (dtype=object); "
+            "pickled data is never loaded, save numeric arrays"
         )
     if dtype.names is not None or dtype.subdtype is not None or dtype.kind not in _FILE_KINDS:
         raise CalibrationError(f"{origin}: unsupported array dtype {dtype.str!r}; save plain numeric arrays")
@@ -271,9 +272,7 @@ def tensor_to_array(tensor: onnx.TensorProto, origin: str) -> np.ndarray:
         field = helper.tensor_dtype_to_field(tensor.data_type)
         have, need = len(getattr(tensor, field)), _expected_field_count(tensor, count)
         if have != need:
-            raise CalibrationError(
-                f"{origin}: {field} has {have} values but dims {list(dims)} need {need}"
-            )
+            raise CalibrationError(f"{origin}: {field} has {have} values but dims {list(dims)} need {need}")
     try:
         return numpy_helper.to_array(tensor)
     except Exception as exc:

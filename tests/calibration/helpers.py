@@ -27,7 +27,8 @@ g (float[2, 3] x) => (float[2, 3] y) { y = Relu(x) }
 # a[N,2] ──Relu──▶ y ; ids[N,seq] ──Identity──▶ z ; mask[N,seq] ──Identity──▶ m   (three inputs, int ones)
 TWO = """
 <ir_version: 8, opset_import: ["" : 17]>
-g (float[N, 2] a, int64[N, seq] ids, int64[N, seq] mask) => (float[N, 2] y, int64[N, seq] z, int64[N, seq] m) {
+g (float[N, 2] a, int64[N, seq] ids, int64[N, seq] mask)
+  => (float[N, 2] y, int64[N, seq] z, int64[N, seq] m) {
     y = Relu(a)
     z = Identity(ids)
     m = Identity(mask)

@@ -1,4 +1,4 @@
-"""iter_batches: re-chunking, global indices, max_samples, the hold-out split, static batch dims, streaming."""
+"""iter_batches: re-chunking, global indices, max_samples, hold-out split, static batch dims, streaming."""
 
 from __future__ import annotations
 
@@ -120,7 +120,9 @@ def test_static_batch_forces_size_and_drops_the_tail(static: list[InputSpec], ca
 
 def test_static_batch_too_few_samples(tmp_path: Path) -> None:
     inputs = [InputSpec("x", np.dtype(np.float32), (4, 2))]
-    with pytest.raises(CalibrationError, match="no full batch: the model's static batch dimension is 4 but only 3"):
+    with pytest.raises(
+        CalibrationError, match="no full batch: the model's static batch dimension is 4 but only 3"
+    ):
         run([3], inputs)
     # A holdout part can be too small for one static batch: also said, naming the part.
     with pytest.raises(CalibrationError, match="only 2 holdout samples were read"):
@@ -134,10 +136,18 @@ def test_dynamic_batch_keeps_the_partial_tail() -> None:
 
 
 def test_changing_sample_shapes_end_a_batch(tmp_path: Path, two: list[InputSpec]) -> None:
-    np.savez(tmp_path / "0.npz", a=np.zeros((3, 2), np.float32), ids=np.ones((3, 5), np.int64),
-             mask=np.ones((3, 5), np.int64))
-    np.savez(tmp_path / "1.npz", a=np.ones((3, 2), np.float32), ids=np.ones((3, 7), np.int64),
-             mask=np.ones((3, 7), np.int64))
+    np.savez(
+        tmp_path / "0.npz",
+        a=np.zeros((3, 2), np.float32),
+        ids=np.ones((3, 5), np.int64),
+        mask=np.ones((3, 5), np.int64),
+    )
+    np.savez(
+        tmp_path / "1.npz",
+        a=np.ones((3, 2), np.float32),
+        ids=np.ones((3, 7), np.int64),
+        mask=np.ones((3, 7), np.int64),
+    )
     batches = list(iter_batches(open_data(tmp_path, two), two, batch_size=4, holdout=0))
     assert [b.indices.tolist() for b in batches] == [[0, 1, 2], [3, 4, 5]]
     assert [b.feeds["ids"].shape for b in batches] == [(3, 5), (3, 7)]
@@ -169,8 +179,16 @@ def test_custom_source_with_bad_feeds() -> None:
 @pytest.mark.parametrize(
     "options",
     [
-        {"holdout": 1.0}, {"holdout": -0.1}, {"holdout": float("nan")}, {"holdout": "0.2"}, {"holdout": True},
-        {"batch_size": 0}, {"batch_size": 2.5}, {"max_samples": 0}, {"max_samples": -3}, {"part": "train"},
+        {"holdout": 1.0},
+        {"holdout": -0.1},
+        {"holdout": float("nan")},
+        {"holdout": "0.2"},
+        {"holdout": True},
+        {"batch_size": 0},
+        {"batch_size": 2.5},
+        {"max_samples": 0},
+        {"max_samples": -3},
+        {"part": "train"},
     ],
     ids=str,
 )
@@ -188,15 +206,18 @@ def test_option_errors_are_raised_at_the_call(options: dict) -> None:
     holdout=st.sampled_from(["0", "0.05", "0.1", "0.2", "0.25", "1/3", "0.5", "0.7", "0.9", "0.99"]),
     max_samples=st.one_of(st.none(), st.integers(1, 60)),
 )
-def test_property_partition_and_rows(sizes: list[int], batch_size: int, holdout: str,
-                                     max_samples: int | None) -> None:
+def test_property_partition_and_rows(
+    sizes: list[int], batch_size: int, holdout: str, max_samples: int | None
+) -> None:
     h: float | Fraction = Fraction(holdout) if "/" in holdout else float(holdout)
     total = sum(sizes) if max_samples is None else min(sum(sizes), max_samples)
     feeds = [{"x": np.stack([np.arange(s), -np.arange(s)], axis=1).astype(np.float32)} for s in sizes]
     source = open_data(feeds, X)
 
     def part(name: str) -> list[Batch]:
-        return list(iter_batches(source, X, batch_size=batch_size, max_samples=max_samples, holdout=h, part=name))
+        return list(
+            iter_batches(source, X, batch_size=batch_size, max_samples=max_samples, holdout=h, part=name)
+        )
 
     if total == 0:
         with pytest.raises(CalibrationError, match="no samples"):

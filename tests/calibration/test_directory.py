@@ -98,9 +98,14 @@ def test_hidden_files_are_ignored(tmp_path: Path, dyn: list[InputSpec]) -> None:
     ("make", "pattern"),
     [
         (lambda d: None, "no calibration files"),
-        (lambda d: (np.save(d / "a.npy", sample(0)), np.savez(d / "b.npz", x=sample(1))), "mixes .npy and .npz"),
-        (lambda d: ((d / "cat.jpg").write_bytes(b"\xff\xd8"), np.save(d / "a.npy", sample(0))),
-         r"unsupported entries cat.jpg; supported formats: \*.npy"),
+        (
+            lambda d: (np.save(d / "a.npy", sample(0)), np.savez(d / "b.npz", x=sample(1))),
+            "mixes .npy and .npz",
+        ),
+        (
+            lambda d: ((d / "cat.jpg").write_bytes(b"\xff\xd8"), np.save(d / "a.npy", sample(0))),
+            r"unsupported entries cat.jpg; supported formats: \*.npy",
+        ),
         (lambda d: (d / "sub").mkdir(), "unsupported entries sub/"),
         (lambda d: (d / "test_data_set_0").mkdir(), "no input_"),
     ],
@@ -116,13 +121,13 @@ def test_path_errors(tmp_path: Path, dyn: list[InputSpec], two: list[InputSpec])
     (tmp_path / "notes.txt").write_text("hi")
     (tmp_path / "reader.py").write_text("")
     np.save(tmp_path / "a.npy", sample(0))
-    with pytest.raises(CalibrationError, match="no such file or directory"):
+    with pytest.raises(CalibrationError, match=r"no such file or directory"):
         open_data(tmp_path / "missing", dyn)
-    with pytest.raises(CalibrationError, match="notes.txt: unsupported calibration data"):
+    with pytest.raises(CalibrationError, match=r"notes.txt: unsupported calibration data"):
         open_data(tmp_path / "notes.txt", dyn)
-    with pytest.raises(CalibrationError, match="name the factory"):
+    with pytest.raises(CalibrationError, match=r"name the factory"):
         open_data(tmp_path / "reader.py", dyn)
-    with pytest.raises(CalibrationError, match="only a single-input model.*use .npz"):
+    with pytest.raises(CalibrationError, match=r"only a single-input model.*use .npz"):
         open_data(tmp_path / "a.npy", two)
 
 
@@ -140,20 +145,42 @@ A2, IDS = np.zeros((2, 2), np.float32), np.zeros((2, 5), np.int64)
     [
         ({"a": A2, "ids": IDS}, r"missing input 'mask' \(model inputs: a, ids, mask\)"),
         ({"a": A2, "ids": IDS, "mask": IDS, "extra": IDS}, "unknown input 'extra'"),
-        ({"a": np.zeros((2, 2, 1), np.float32), "ids": IDS, "mask": IDS}, "input 'a' has rank 3 but the model"),
+        (
+            {"a": np.zeros((2, 2, 1), np.float32), "ids": IDS, "mask": IDS},
+            "input 'a' has rank 3 but the model",
+        ),
         ({"a": np.zeros(3, np.float32), "ids": IDS[:1], "mask": IDS[:1]}, r"input 'a' has shape \[1, 3\]"),
         ({"a": np.zeros((2, 3), np.float32), "ids": IDS, "mask": IDS}, r"axis 1: 3 != 2"),
-        ({"a": A2, "ids": IDS.astype(np.float32), "mask": IDS}, "'ids' expects int64 but the data is float32"),
+        (
+            {"a": A2, "ids": IDS.astype(np.float32), "mask": IDS},
+            "'ids' expects int64 but the data is float32",
+        ),
         ({"a": A2.astype(np.int64), "ids": IDS, "mask": IDS}, "'a' expects float32 .*scale and cast images"),
         ({"a": A2, "ids": IDS, "mask": IDS.astype(bool)}, "'mask' expects int64 but the data is bool"),
-        ({"a": A2, "ids": IDS, "mask": np.zeros((2, 6), np.int64)}, "dim 'seq' is 5 in input 'ids' axis 1 but 6"),
+        (
+            {"a": A2, "ids": IDS, "mask": np.zeros((2, 6), np.int64)},
+            "dim 'seq' is 5 in input 'ids' axis 1 but 6",
+        ),
         ({"a": A2, "ids": np.zeros((3, 5), np.int64), "mask": IDS}, "disagree on the number of samples"),
         ({"a": np.array([[0, np.nan]] * 2, np.float32), "ids": IDS, "mask": IDS}, "'a' contains NaN or Inf"),
         ({"a": np.array([[0, 0], [0, -np.inf]], np.float32), "ids": IDS, "mask": IDS}, r"Inf \(sample 1\)"),
         ({"a": np.full((2, 2), 1e300), "ids": IDS, "mask": IDS}, "NaN or Inf after casting from float64"),
     ],
-    ids=["missing", "extra", "rank", "dims-sample", "dims", "float-to-int", "int-to-float", "bool",
-         "symbolic", "rows", "nan", "inf", "overflow"],
+    ids=[
+        "missing",
+        "extra",
+        "rank",
+        "dims-sample",
+        "dims",
+        "float-to-int",
+        "int-to-float",
+        "bool",
+        "symbolic",
+        "rows",
+        "nan",
+        "inf",
+        "overflow",
+    ],
 )
 def test_validation_errors_name_file_and_input(tmp_path: Path, two: list[InputSpec], arrays, pattern) -> None:
     path = _npz(tmp_path, **arrays)
@@ -179,7 +206,9 @@ def test_integer_narrowing_checks_the_range(tmp_path: Path) -> None:
     np.save(tmp_path / "a.npy", np.array([[5, -7]], dtype=np.int64))
     assert collect(tmp_path, inputs)[0].feeds["q"].tolist() == [[5, -7]]
     np.save(tmp_path / "b.npy", np.array([[5, 300]], dtype=np.int64))
-    with pytest.raises(CalibrationError, match=r"b.npy: input 'q' expects int8 but the int64 data spans 5..300"):
+    with pytest.raises(
+        CalibrationError, match=r"b.npy: input 'q' expects int8 but the int64 data spans 5..300"
+    ):
         collect(tmp_path, inputs)
 
 

@@ -66,25 +66,62 @@ def test_object_npy_is_refused_without_unpickling(tmp_path: Path, dyn: list[Inpu
         (b"", "not a valid .npy file"),
         (os.urandom(64), "not a valid .npy file"),
         (MAGIC_1 + b"\xff\xff" + b"{", "not a valid .npy file"),
-        (npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }"[:-5]), "not a valid .npy file"),
+        (
+            npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }"[:-5]),
+            "not a valid .npy file",
+        ),
         (npy_bytes("[1, 2, 3]"), "not a valid .npy file"),
         (npy_bytes("{'descr': 'zz9', 'fortran_order': False, 'shape': (3,), }"), "not a valid .npy file"),
         (npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': 'abc', }"), "not a valid .npy file"),
         (npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (-1, 3), }"), "invalid shape"),
-        (npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", magic=b"\x93NUMPY\x09\x00"),
-         "unsupported .npy format version 9.0"),
-        (npy_bytes(b"{'descr': '<f4', 'fortran_order': False, 'shape': (3,), '\xe9': 1}"), "not a valid .npy file"),
-        (npy_bytes("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (3,), }", b"\0" * 12),
-         "unsupported array dtype"),
-        (npy_bytes("{'descr': '|V8', 'fortran_order': False, 'shape': (3,), }", b"\0" * 24),
-         "unsupported array dtype"),
-        (npy_bytes(f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({10**12}, 3), }}", b"\0" * 12),
-         r"declares shape \(1000000000000, 3\) of float32 \(12000000000000 bytes\) but the file holds only 12"),
-        (npy_bytes(f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({2**62}, {2**62}), }}", b"\0" * 12),
-         "declares shape"),
+        (
+            npy_bytes(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", magic=b"\x93NUMPY\x09\x00"
+            ),
+            "unsupported .npy format version 9.0",
+        ),
+        (
+            npy_bytes(b"{'descr': '<f4', 'fortran_order': False, 'shape': (3,), '\xe9': 1}"),
+            "not a valid .npy file",
+        ),
+        (
+            npy_bytes("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (3,), }", b"\0" * 12),
+            "unsupported array dtype",
+        ),
+        (
+            npy_bytes("{'descr': '|V8', 'fortran_order': False, 'shape': (3,), }", b"\0" * 24),
+            "unsupported array dtype",
+        ),
+        (
+            npy_bytes(f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({10**12}, 3), }}", b"\0" * 12),
+            (
+                r"declares shape \(1000000000000, 3\) of float32 \(12000000000000 bytes\) "
+                r"but the file holds only 12"
+            ),
+        ),
+        (
+            npy_bytes(
+                f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({2**62}, {2**62}), }}", b"\0" * 12
+            ),
+            "declares shape",
+        ),
     ],
-    ids=["empty", "random", "huge-header-len", "cut-header", "not-a-dict", "bad-descr", "bad-shape",
-         "negative-shape", "version-9", "non-ascii-key", "structured", "void", "shape-beyond-file", "overflow"],
+    ids=[
+        "empty",
+        "random",
+        "huge-header-len",
+        "cut-header",
+        "not-a-dict",
+        "bad-descr",
+        "bad-shape",
+        "negative-shape",
+        "version-9",
+        "non-ascii-key",
+        "structured",
+        "void",
+        "shape-beyond-file",
+        "overflow",
+    ],
 )
 def test_malformed_npy(tmp_path: Path, dyn: list[InputSpec], content: bytes, pattern: str) -> None:
     (tmp_path / "bad.npy").write_bytes(content)
@@ -139,7 +176,9 @@ def test_npz_with_too_many_members(tmp_path: Path, dyn: list[InputSpec]) -> None
         read_all(tmp_path, dyn)
 
 
-def test_npz_member_limit_also_checked_after_parsing(tmp_path: Path, dyn: list[InputSpec], monkeypatch) -> None:
+def test_npz_member_limit_also_checked_after_parsing(
+    tmp_path: Path, dyn: list[InputSpec], monkeypatch
+) -> None:
     monkeypatch.setattr(safe_files, "_zip_declared_members", lambda fp, size: None)
     monkeypatch.setattr(safe_files, "MAX_NPZ_MEMBERS", 3)
     _zip(tmp_path / "many.npz", {f"m{k}.npy": b"" for k in range(4)})
@@ -152,7 +191,10 @@ def test_npz_member_limit_also_checked_after_parsing(tmp_path: Path, dyn: list[I
     [
         ({"x.npy": _npy(np.array([{"a": 1}], dtype=object))}, r"bad.npz\[x.npy\]: stores Python objects"),
         ({"x.txt": b"hello"}, "member 'x.txt' is not a .npy array"),
-        ({"x.npy": _npy(np.zeros((4, 3), np.float32))[:-8]}, r"bad.npz\[x.npy\]: header declares shape \(4, 3\)"),
+        (
+            {"x.npy": _npy(np.zeros((4, 3), np.float32))[:-8]},
+            r"bad.npz\[x.npy\]: header declares shape \(4, 3\)",
+        ),
         ({"x.npy": b"\x93NUMPY garbage"}, r"bad.npz\[x.npy\]: unsupported .npy format version"),
         ({"x.npy": b"\x93NUMP"}, r"bad.npz\[x.npy\]: not a valid .npy file"),
     ],
@@ -169,15 +211,15 @@ def test_corrupt_and_truncated_npz(tmp_path: Path, dyn: list[InputSpec]) -> None
     np.savez(good, x=np.arange(300, dtype=np.float32).reshape(100, 3))
     raw = good.getvalue()
     (tmp_path / "a.npz").write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(CalibrationError, match="a.npz: not a valid .npz archive"):
+    with pytest.raises(CalibrationError, match=r"a.npz: not a valid .npz archive"):
         read_all(tmp_path, dyn)
     flipped = bytearray(raw)
     flipped[len(raw) // 2] ^= 0xFF  # inside the stored array data: CRC mismatch
     (tmp_path / "a.npz").write_bytes(bytes(flipped))
-    with pytest.raises(CalibrationError, match="a.npz: not a valid .npz archive.*CRC"):
+    with pytest.raises(CalibrationError, match=r"a.npz: not a valid .npz archive.*CRC"):
         read_all(tmp_path, dyn)
     (tmp_path / "a.npz").write_bytes(os.urandom(200))
-    with pytest.raises(CalibrationError, match="a.npz: not a valid .npz archive"):
+    with pytest.raises(CalibrationError, match=r"a.npz: not a valid .npz archive"):
         read_all(tmp_path, dyn)
 
 
@@ -267,15 +309,15 @@ def test_link_swapped_in_after_scan_is_not_followed(tmp_path: Path, dyn: list[In
     source = open_data(tmp_path / "a.npy", dyn)
     os.replace(tmp_path / "a.npy", tmp_path / "moved")
     os.symlink(tmp_path / "real.npy.bak", tmp_path / "a.npy")
-    with pytest.raises(CalibrationError, match="a.npy: is a symbolic link; links are not followed"):
+    with pytest.raises(CalibrationError, match=r"a.npy: is a symbolic link; links are not followed"):
         list(source.batches())
 
 
 def test_fifo_is_refused_without_blocking(tmp_path: Path, dyn: list[InputSpec]) -> None:
     os.mkfifo(tmp_path / "x.npy")
-    with pytest.raises(CalibrationError, match="unsupported entries x.npy"):
+    with pytest.raises(CalibrationError, match=r"unsupported entries x.npy"):
         open_data(tmp_path, dyn)
-    with pytest.raises(CalibrationError, match="x.npy: not a regular file"):
+    with pytest.raises(CalibrationError, match=r"x.npy: not a regular file"):
         safe_files.load_npy(str(tmp_path / "x.npy"), str(tmp_path / "x.npy"))
 
 
@@ -290,7 +332,7 @@ def test_unreadable_file(tmp_path: Path, dyn: list[InputSpec], monkeypatch) -> N
         return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", deny)
-    with pytest.raises(CalibrationError, match="a.npy: cannot read the file: permission denied"):
+    with pytest.raises(CalibrationError, match=r"a.npy: cannot read the file: permission denied"):
         read_all(tmp_path, dyn)
 
 
@@ -299,7 +341,7 @@ def test_unreadable_file_by_mode(tmp_path: Path, dyn: list[InputSpec]) -> None:
     np.save(tmp_path / "a.npy", np.zeros((1, 3), np.float32))
     os.chmod(tmp_path / "a.npy", 0)
     try:
-        with pytest.raises(CalibrationError, match="permission denied"):
+        with pytest.raises(CalibrationError, match=r"permission denied"):
             collect(tmp_path, dyn)
     finally:
         os.chmod(tmp_path / "a.npy", 0o600)

@@ -66,8 +66,9 @@ def two_passes(spec: object, inputs: list[InputSpec]) -> tuple[list[float], list
     return first, second
 
 
-def test_reader_file_is_imported_by_path_and_called_per_pass(tmp_path: Path, dyn: list[InputSpec],
-                                                             monkeypatch) -> None:
+def test_reader_file_is_imported_by_path_and_called_per_pass(
+    tmp_path: Path, dyn: list[InputSpec], monkeypatch
+) -> None:
     (tmp_path / "my_reader.py").write_text(READER_FILE)
     monkeypatch.chdir(tmp_path.parent)  # the file's directory is not the working directory
     path_before = list(sys.path)
@@ -84,7 +85,11 @@ def test_reader_file_is_imported_by_path_and_called_per_pass(tmp_path: Path, dyn
 @pytest.mark.parametrize(
     ("text", "attr", "pattern"),
     [
-        ("raise RuntimeError('boom')", "make_reader", r"importing the reader file failed \(RuntimeError: boom\)"),
+        (
+            "raise RuntimeError('boom')",
+            "make_reader",
+            r"importing the reader file failed \(RuntimeError: boom\)",
+        ),
         ("def make_reader(:\n", "make_reader", "importing the reader file failed .SyntaxError"),
         ("make_reader = 3", "make_reader", "defines no callable 'make_reader'"),
         ("x = 1", "other", "defines no callable 'other'"),
@@ -98,7 +103,7 @@ def test_reader_file_errors(tmp_path: Path, dyn: list[InputSpec], text: str, att
 
 
 def test_missing_reader_file(tmp_path: Path, dyn: list[InputSpec]) -> None:
-    with pytest.raises(CalibrationError, match="reader file not found"):
+    with pytest.raises(CalibrationError, match=r"reader file not found"):
         open_data(f"{tmp_path / 'nope.py'}:make_reader", dyn)
 
 
@@ -144,7 +149,7 @@ def test_factories_lists_and_iterators(dyn: list[InputSpec]) -> None:
     assert open_data(feeds, dyn).description == "list of 2 feed dicts"
     one_shot = open_data(generate(), dyn)
     assert indices_of(list(iter_batches(one_shot, dyn, holdout=0))) == [0, 1]
-    with pytest.raises(CalibrationError, match="read only once.*factory"):
+    with pytest.raises(CalibrationError, match=r"read only once.*factory"):
         one_shot.batches()
 
 
@@ -173,9 +178,11 @@ def test_reader_exceptions_become_calibration_errors(dyn: list[InputSpec]) -> No
     def failing_factory():
         raise OSError("no data")
 
-    with pytest.raises(CalibrationError, match=r"reader object Broken: reading data raised ValueError: disk on fire"):
+    with pytest.raises(
+        CalibrationError, match=r"reader object Broken: reading data raised ValueError: disk on fire"
+    ):
         collect(Broken(), dyn)
-    with pytest.raises(CalibrationError, match="the factory raised OSError: no data"):
+    with pytest.raises(CalibrationError, match=r"the factory raised OSError: no data"):
         open_data(failing_factory, dyn).batches()
 
 

@@ -1,4 +1,5 @@
-"""Model input specs and the check that makes one chunk of user data fit them.
+"""What a feed is: model input specs, the Batch and DataSource types, and the check that makes one
+chunk of user data fit the inputs.
 
 Every source (directory, file, Python reader) funnels its raw dicts through :func:`conform`, so the rules
 live in one place and every refusal is a one-line :class:`CalibrationError` naming the origin (file or
@@ -10,9 +11,9 @@ fed to an int input, uint8 images fed to a float model, NaN) and lenient where t
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import onnx
@@ -72,6 +73,24 @@ class InputSpec:
 
     def describe_shape(self) -> str:
         return "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
+
+
+@dataclass
+class Batch:
+    """Feeds for every model input (leading batch axis), where they came from, and their sample indices."""
+
+    feeds: dict[str, np.ndarray]
+    origin: str  # for messages: "calib/x_003.npy", "reader batch 4", "calib/a.npy..calib/b.npy"
+    indices: np.ndarray  # global sample indices (int64) of the rows, in stream order
+
+
+@runtime_checkable
+class DataSource(Protocol):
+    """Anything that can make repeated, identical passes over calibration chunks."""
+
+    description: str
+
+    def batches(self) -> Iterator[Batch]: ...
 
 
 def model_input_specs(model: onnx.ModelProto) -> list[InputSpec]:
@@ -134,7 +153,9 @@ def _as_strings(arr: np.ndarray, spec: InputSpec, origin: str) -> np.ndarray:
         arr = np.char.decode(arr, "utf-8")
     out = arr.astype(object)
     if not all(isinstance(item, str) for item in out.flat):
-        raise CalibrationError(f"{origin}: input '{spec.name}' expects strings but the data holds other objects")
+        raise CalibrationError(
+            f"{origin}: input '{spec.name}' expects strings but the data holds other objects"
+        )
     return out
 
 
@@ -177,7 +198,8 @@ def _check_symbolic(feeds: Mapping[str, np.ndarray], inputs: Sequence[InputSpec]
             if dim in seen and seen[dim][0] != size:
                 size0, where = seen[dim]
                 raise CalibrationError(
-                    f"{origin}: dim '{dim}' is {size0} in {where} but {size} in input '{spec.name}' axis {axis}"
+                    f"{origin}: dim '{dim}' is {size0} in {where} "
+                    f"but {size} in input '{spec.name}' axis {axis}"
                 )
             seen.setdefault(dim, (size, f"input '{spec.name}' axis {axis}"))
 
@@ -188,7 +210,9 @@ def _to_array(value: Any, spec: InputSpec, origin: str) -> np.ndarray:
     try:
         return np.asarray(value)
     except Exception as exc:
-        raise CalibrationError(f"{origin}: input '{spec.name}' is not array-like ({type(value).__name__})") from exc
+        raise CalibrationError(
+            f"{origin}: input '{spec.name}' is not array-like ({type(value).__name__})"
+        ) from exc
 
 
 def conform(feeds: Any, inputs: Sequence[InputSpec], origin: str) -> tuple[dict[str, np.ndarray], int]:
@@ -198,13 +222,17 @@ def conform(feeds: Any, inputs: Sequence[InputSpec], origin: str) -> tuple[dict[
     batch axis. Arrays whose dtype already matches are returned as they are (memory maps stay mapped).
     """
     if not isinstance(feeds, Mapping):
-        raise CalibrationError(f"{origin}: expected a dict of input name to array, got {type(feeds).__name__}")
+        raise CalibrationError(
+            f"{origin}: expected a dict of input name to array, got {type(feeds).__name__}"
+        )
     names = [spec.name for spec in inputs]
     missing = [name for name in names if name not in feeds]
     extra = sorted(str(key) for key in feeds if key not in set(names))
     if missing or extra:
-        problems = [f"missing input {', '.join(map(repr, missing))}" if missing else "",
-                    f"unknown input {', '.join(map(repr, extra))}" if extra else ""]
+        problems = [
+            f"missing input {', '.join(map(repr, missing))}" if missing else "",
+            f"unknown input {', '.join(map(repr, extra))}" if extra else "",
+        ]
         raise CalibrationError(
             f"{origin}: {'; '.join(p for p in problems if p)} (model inputs: {', '.join(names)})"
         )
