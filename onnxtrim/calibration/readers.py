@@ -10,7 +10,8 @@ Directory formats (one per directory, files in sorted name order so runs are rep
 - ``*.npy`` for single-input models; ``*.npz`` keyed by input name;
 - the ONNX test-data layout ``test_data_set_*/input_*.pb`` (tensor name, else file number, picks the input).
 
-Symlinks are skipped with a warning, hidden files (``.DS_Store``) are ignored, anything else is an error.
+Symlinks are skipped with a warning, hidden files (``.DS_Store``) are ignored, and so is ``*.onnx`` next to
+test data sets (the model-zoo layout); anything else is an error.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def _scan_directory(path: str, display: str, inputs: Sequence[InputSpec]) -> _Fi
     """Classify the directory once, eagerly, so format errors surface before any work starts."""
     entries, links = _list_dir(path, display)
     found: dict[str, list[_Unit]] = {".npy": [], ".npz": [], "test_data_set_*": []}
-    unsupported = []
+    unsupported, models = [], []
     for entry in entries:
         origin = os.path.join(display, entry.name)
         suffix = os.path.splitext(entry.name)[1].lower()
@@ -151,11 +152,18 @@ def _scan_directory(path: str, display: str, inputs: Sequence[InputSpec]) -> _Fi
             found["test_data_set_*"].append(_scan_data_set(entry.path, origin))
         elif entry.is_file(follow_symlinks=False) and suffix in (".npy", ".npz"):
             found[suffix].append(_Unit(origin, suffix[1:], entry.path))
+        elif entry.is_file(follow_symlinks=False) and suffix == ".onnx":
+            models.append(entry.name)
         else:
             unsupported.append(entry.name + ("/" if entry.is_dir(follow_symlinks=False) else ""))
+    formats = [name for name, units in found.items() if units]
+    if formats == ["test_data_set_*"] and models:
+        # The ONNX model-zoo layout keeps model.onnx next to its test_data_set_* folders.
+        log.info("%s: ignoring %s next to the test data sets", display, ", ".join(models))
+    else:
+        unsupported += models
     if unsupported:
         raise _unsupported(display, unsupported)
-    formats = [name for name, units in found.items() if units]
     if len(formats) > 1:
         raise CalibrationError(
             f"{display}: mixes {' and '.join(formats)} files; use one format per directory"

@@ -81,6 +81,7 @@ def test_onnx_test_data_sets_by_name_and_by_order(tmp_path: Path, two: list[Inpu
         save_pb(case / "input_0.pb", a[0] + number)  # a single sample
         save_pb(case / "input_1.pb", ids + number)
         save_pb(case / "input_2.pb", ids % 2)
+    (named / "model.onnx").write_bytes(b"")  # the model-zoo layout keeps the model beside its data sets
     for root in (named, unnamed):
         batches = collect(root, two)
         assert rows_of(batches, "a").tolist() == [[3, 4], [11, 12]], root
@@ -107,9 +108,13 @@ def test_hidden_files_are_ignored(tmp_path: Path, dyn: list[InputSpec]) -> None:
             r"unsupported entries cat.jpg; supported formats: \*.npy",
         ),
         (lambda d: (d / "sub").mkdir(), "unsupported entries sub/"),
+        (
+            lambda d: ((d / "model.onnx").write_bytes(b""), np.save(d / "a.npy", sample(0))),
+            "unsupported entries model.onnx",
+        ),
         (lambda d: (d / "test_data_set_0").mkdir(), "no input_"),
     ],
-    ids=["empty", "mixed", "jpg", "subdir", "empty-data-set"],
+    ids=["empty", "mixed", "jpg", "subdir", "onnx-beside-npy", "empty-data-set"],
 )
 def test_directory_layout_errors(tmp_path: Path, dyn: list[InputSpec], make, pattern: str) -> None:
     make(tmp_path)

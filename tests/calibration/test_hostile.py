@@ -356,3 +356,12 @@ def test_valid_files_after_hostile_checks_still_load(tmp_path: Path, dyn: list[I
     other.mkdir()
     save_pb(_pb_case(other, b"").parent / "input_0.pb", np.ones((2, 3), np.float32))
     assert rows_of(collect(other, dyn)).tolist() == [[1, 1, 1]] * 2
+
+
+def test_unlistable_directory(tmp_path: Path, dyn: list[InputSpec], monkeypatch) -> None:
+    def deny(path):
+        raise PermissionError(13, "Permission denied", os.fspath(path))
+
+    monkeypatch.setattr(os, "scandir", deny)
+    with pytest.raises(CalibrationError, match="cannot list the directory: permission denied"):
+        open_data(tmp_path, dyn)
