@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from onnxtrim.calibration import InputSpec, open_data, safe_files
@@ -365,3 +367,45 @@ def test_unlistable_directory(tmp_path: Path, dyn: list[InputSpec], monkeypatch)
     monkeypatch.setattr(os, "scandir", deny)
     with pytest.raises(CalibrationError, match="cannot list the directory: permission denied"):
         open_data(tmp_path, dyn)
+
+
+def _valid_bytes(kind: str) -> bytes:
+    array = np.arange(12, dtype=np.float32).reshape(4, 3)
+    if kind == "npy":
+        return _npy(array)
+    if kind == "npz":
+        buf = io.BytesIO()
+        np.savez_compressed(buf, x=array)
+        return buf.getvalue()
+    return onnx.numpy_helper.from_array(array, name="x").SerializeToString()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    kind=st.sampled_from(["npy", "npz", "pb"]),
+    cut=st.integers(0, 400),
+    flips=st.lists(st.tuples(st.integers(0, 400), st.integers(1, 255)), max_size=4),
+    junk=st.binary(max_size=64),
+)
+def test_fuzzed_files_load_or_raise_calibration_error(
+    tmp_path_factory, dyn: list[InputSpec], kind: str, cut: int, flips, junk: bytes
+) -> None:
+    """Any byte string as a data file: rows of the right shape, or a CalibrationError; nothing else."""
+    data = bytearray(_valid_bytes(kind))
+    for pos, mask in flips:
+        if pos < len(data):
+            data[pos] ^= mask
+    data = data[: max(len(data) - cut, 0)] + junk if cut or junk else data
+    root = tmp_path_factory.mktemp("fuzz")
+    if kind == "pb":
+        (root / "test_data_set_0").mkdir()
+        (root / "test_data_set_0" / "input_0.pb").write_bytes(bytes(data))
+    else:
+        (root / f"x.{kind}").write_bytes(bytes(data))
+    try:
+        with untouched(root):
+            rows = rows_of(collect(root, dyn))
+    except CalibrationError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert rows.dtype == np.float32 and rows.shape[1] == 3 and np.isfinite(rows).all()
