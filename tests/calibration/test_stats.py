@@ -1,0 +1,91 @@
+"""In-graph statistics against an independent numpy computation over the exposed activations."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from onnxtrim.calibration.collect import collect_stats
+from onnxtrim.calibration.readers import Batch
+from onnxtrim.calibration.stats import ChannelStats
+from onnxtrim.errors import CalibrationError
+from tests.helpers import models
+from tests.helpers.plans import analysis_of, run
+
+
+def batches_of(x: np.ndarray, size: int) -> list[Batch]:
+    return [Batch({"x": x[i:i + size]}, f"rows {i}", np.arange(i, min(i + size, len(x)))) for i in range(0, len(x), size)]
+
+
+def exposed(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    copy.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def data() -> np.ndarray:
+    x = np.random.default_rng(0).standard_normal((12, 1, 8, 8)).astype(np.float32)
+    x[:, :, :4] = 0  # plenty of exact zeros after the ReLU
+    return x
+
+
+def test_statistics_equal_numpy_over_exposed_activations(data):
+    model = models.CHAIN
+    analysis = analysis_of(model)
+    stats = collect_stats(model, analysis, batches_of(data, 5), fingerprint="f")
+    names = [o.tensor for o in analysis.observations]
+    activations = dict(zip(names, run(exposed(model, names), {"x": data})[1:]))
+    for obs in analysis.observations:
+        a = np.moveaxis(activations[obs.tensor], obs.axis, 0).reshape(len(obs.elems), -1).astype(np.float64)
+        got = stats.tensors[obs.tensor]
+        assert got.count == a.shape[1] and got.samples == 12
+        np.testing.assert_array_equal(got.sums["zeros"], (a == 0).sum(axis=1))
+        np.testing.assert_allclose(got.sums["sum"], a.sum(axis=1), rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(got.sums["abs_sum"], np.abs(a).sum(axis=1), rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(got.sums["sq_sum"], (a * a).sum(axis=1), rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(got.apoz, (a == 0).mean(axis=1))
+
+
+def test_one_batch_and_many_batches_give_the_same_sums(data):
+    model = models.CHAIN
+    analysis = analysis_of(model)
+    one = collect_stats(model, analysis, batches_of(data, 12), fingerprint="f")
+    many = collect_stats(model, analysis, batches_of(data, 1), fingerprint="f")
+    for name, stats in one.tensors.items():
+        assert stats.count == many.tensors[name].count
+        np.testing.assert_array_equal(stats.sums["zeros"], many.tensors[name].sums["zeros"])
+        np.testing.assert_allclose(stats.sums["sq_sum"], many.tensors[name].sums["sq_sum"], rtol=1e-5)  # float32 in-graph
+
+
+def test_merging_two_runs_equals_one_run(data):
+    model = models.CHAIN
+    analysis = analysis_of(model)
+    whole = collect_stats(model, analysis, batches_of(data, 4), fingerprint="f")
+    first = collect_stats(model, analysis, batches_of(data[:8], 4), fingerprint="f")
+    first.merge(collect_stats(model, analysis, batches_of(data[8:], 4), fingerprint="f"))
+    for name, stats in whole.tensors.items():
+        np.testing.assert_allclose(stats.sums["sum"], first.tensors[name].sums["sum"], rtol=1e-6)
+        assert stats.samples == first.tensors[name].samples == 12
+
+
+def test_statistics_file_round_trip_and_refusals(data, tmp_path):
+    model = models.CHAIN
+    stats = collect_stats(model, analysis_of(model), batches_of(data, 6), fingerprint="abc")
+    again = ChannelStats.from_bytes(stats.to_bytes())
+    assert again.fingerprint == "abc" and set(again.tensors) == set(stats.tensors)
+    for name in stats.tensors:
+        np.testing.assert_array_equal(again.tensors[name].sums["zeros"], stats.tensors[name].sums["zeros"])
+    with pytest.raises(CalibrationError, match="not an onnxtrim statistics file"):
+        ChannelStats.from_bytes(b"garbage")
+    with pytest.raises(CalibrationError, match="another structure"):
+        again.merge(ChannelStats("other"))
+
+
+def test_nan_in_activations_is_refused(data):
+    bad = data.copy()
+    bad[3, 0, 5, 5] = np.nan
+    with pytest.raises(CalibrationError, match="NaN"):
+        collect_stats(models.CHAIN, analysis_of(models.CHAIN), batches_of(bad, 6), fingerprint="f")
