@@ -108,7 +108,8 @@ def test_apoz_helper_counts_zeros_per_channel():
     act = np.zeros((4, 3, 2, 2), dtype=np.float32)
     act[:, 1] = 1.0
     act[0, 2, 0, 0] = 0.5
-    np.testing.assert_allclose(apoz(act), [1.0, 0.0, 15 / 16])
+    act[3, 0, 1, 1] = 1e-7  # tiny but not zero: APoZ counts exact zeros only
+    np.testing.assert_allclose(apoz(act), [15 / 16, 0.0, 15 / 16])
     np.testing.assert_allclose(apoz(np.array([[0.0, 2.0], [0.0, 0.0]])), [1.0, 0.5])
 
 
