@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
+from torch import nn
 
 HERE = Path(__file__).resolve().parent
 
@@ -196,8 +196,10 @@ def check_onnx(path: Path, model: nn.Module, x: np.ndarray) -> float:
         want = model(torch.from_numpy(x)).numpy()
     diff = float(np.abs(got - want).max())
     ops = [n.op_type for n in proto.graph.node]
-    print(f"  {path.name}: {path.stat().st_size} bytes, opset "
-          f"{[(o.domain or 'ai.onnx', o.version) for o in proto.opset_import]}")
+    print(
+        f"  {path.name}: {path.stat().st_size} bytes, opset "
+        f"{[(o.domain or 'ai.onnx', o.version) for o in proto.opset_import]}"
+    )
     print(f"  ops: {' '.join(ops)}")
     print(f"  onnxruntime vs torch max |diff| = {diff:.3g}")
     if diff >= 1e-4:
@@ -247,7 +249,7 @@ def main() -> int:
     try:
         export_dynamo(model, example, dyn_path)
         diffs["digits_dynamo.onnx"] = check_onnx(dyn_path, model, x_calib)
-    except Exception as exc:  # keep going: the TorchScript export is the one the example needs
+    except Exception as exc:  # noqa: BLE001 - the TorchScript export is the one the example needs
         print(f"  dynamo export failed: {type(exc).__name__}: {exc}")
         dyn_path.unlink(missing_ok=True)
 
@@ -255,7 +257,7 @@ def main() -> int:
 
     names = {"relu1": "conv1 (16 ch)", "relu2": "conv2 (32 ch)", "relu3": f"hidden fc1 ({HIDDEN})"}
     print()
-    print("=== summary (calibration/test set, %d samples) ===" % len(y_calib))
+    print(f"=== summary (calibration/test set, {len(y_calib)} samples) ===")
     print(f"test accuracy                                  {acc * 100:.2f} %")
     for name, c in counts.items():
         print(f"{names[name]:<18} APoZ >= 0.9: {c['apoz_ge_0.9']:3d}   APoZ == 1.0: {c['apoz_eq_1.0']:3d}")
@@ -264,8 +266,8 @@ def main() -> int:
 
     summary = {
         "seed": SEED,
-        "n_train": int(len(y_train)),
-        "n_calib": int(len(y_calib)),
+        "n_train": len(y_train),
+        "n_calib": len(y_calib),
         "test_accuracy": acc,
         "apoz_threshold": APOZ_THRESHOLD,
         "apoz_counts": counts,
