@@ -34,10 +34,13 @@ def _static_suffix(ctx: RuleContext, i: int, start: int) -> tuple[int, ...]:
 
 
 def conv(ctx: RuleContext) -> None:
-    """Conv: consumes input channels (weight axis 1), produces output channels (weight axis 0).
+    """Conv: consumes input channels (weight axis 1) and produces output channels (axis 0).
 
-    Depthwise (one input channel per group) couples each output channel to its input channel,
-    so the group count follows the surviving channels. Other grouped convs are barriers.
+    A grouped conv (group = G > 1) reads C_in/G input channels per group and writes C_out/G
+    output channels per group, so only whole groups can go: the channels of one group, input
+    and output side, are united into one class and `group` follows the surviving groups.
+    Depthwise convolution is the case C_in/G = 1. A conv with one output channel is not
+    depthwise: only the `group` attribute decides.
     """
     ctx.require_single_output()
     weight = ctx.const(1)
@@ -49,7 +52,7 @@ def conv(ctx: RuleContext) -> None:
     if bias is not None and ctx.const(2) is None:
         raise Barrier(f"Conv node '{ctx.name}' has a non-constant bias")
     group = int(ctx.attr("group", 1))
-    c_out, c_in_per_group = int(weight.shape[0]), int(weight.shape[1])
+    c_out, per_group_in = int(weight.shape[0]), int(weight.shape[1])
     x = ctx.tracked(0)
     if x is not None and x.axis != 1:
         raise Barrier(f"Conv node '{ctx.name}' reads channels on axis {x.axis}, not 1")
@@ -58,17 +61,16 @@ def conv(ctx: RuleContext) -> None:
             ctx.consume(0)
             ctx.slice_param(1, 1, x.elems)
         out = ctx.new_space(c_out)
-    elif c_in_per_group == 1:
-        multiplier = c_out // group
-        if x is None:
-            out = ctx.new_space(c_out, blocked=f"depthwise Conv '{ctx.name}' reads channels that cannot be removed")
-        else:
-            out = np.repeat(x.elems, multiplier)
-            ctx.count_edit(x.elems, attr="group")
+    elif x is None:
+        out = ctx.new_space(c_out, blocked=f"grouped Conv '{ctx.name}' reads channels that cannot be removed")
     else:
-        if x is not None:
-            raise Barrier(f"grouped Conv '{ctx.name}' (group={group}) can only lose whole groups")
-        out = ctx.new_space(c_out, blocked=f"grouped Conv '{ctx.name}' (group={group}) can only lose whole groups")
+        if len(x.elems) != group * per_group_in:
+            raise Barrier(f"grouped Conv '{ctx.name}': {len(x.elems)} input channels do not fill {group} groups")
+        leaders = x.elems[::per_group_in]
+        for j in range(1, per_group_in):
+            ctx.couple(leaders, x.elems[j::per_group_in])
+        out = np.repeat(leaders, c_out // group)
+        ctx.count_edit(leaders, attr="group")
     ctx.slice_param(1, 0, out)
     if bias is not None:
         ctx.slice_param(2, 0, out)

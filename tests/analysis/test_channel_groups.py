@@ -50,11 +50,13 @@ def test_depthwise_and_squeeze_excite_couple_into_one_group():
     assert groups[("Conv#5",)].size == 2
 
 
-def test_grouped_conv_is_a_barrier_with_reason():
+def test_grouped_conv_lets_whole_groups_go():
     analysis = analysis_of(models.GROUPED)
     first = next(g for g in analysis.groups if g.members == ("Conv#0",))
-    assert len(first.blocked) == 8
-    assert first.reasons() == ["grouped Conv 'Conv#2' (group=2) can only lose whole groups"]
+    # 8 input channels in 2 groups of 4: the classes are the two groups.
+    assert first.size == 2 and not first.blocked
+    owners = [analysis.class_of(int(e)) for e in analysis.tracked["gr"].elems]
+    assert owners == [(first.id, 0)] * 4 + [(first.id, 1)] * 4
 
 
 def test_unknown_op_is_a_barrier_not_a_guess():

@@ -93,7 +93,7 @@ dwse (float[N,3,6,6] x, float[8,3,1,1] w0, float[8,1,3,3] wd, float[8] bd, float
   y = Conv(m, w1)
 }""", ["w0", "wd", "bd", "ws1", "bs1", "ws2", "bs2", "w1"])
 
-# x ─Conv0─Relu─GroupedConv(group=2)─Relu─Conv1─▶ y
+# x ─Conv0─Relu─GroupedConv(group=2, 4 in / 4 out per group)─Relu─Conv1─▶ y
 GROUPED = build("""
 grouped (float[N,4,5,5] x, float[8,4,1,1] w0, float[8,4,3,3] wg, float[3,8,1,1] w1) => (float[N,3,5,5] y) {
   a = Conv(x, w0)
