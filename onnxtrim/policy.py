@@ -36,7 +36,28 @@ class Selection:
 
 def make_plan(analysis: Analysis, scores: dict[int, np.ndarray], selection: Selection, *,
               fingerprint: str, criterion: str) -> PrunePlan:
-    decisions = []
+    keep = _choose(analysis, scores, selection)
+    restore_survivors(analysis, keep, scores)
+    groups = {g.id: g for g in analysis.groups}
+    decisions = tuple(GroupPlan(gid, groups[gid].members, groups[gid].size, tuple(sorted(k)))
+                      for gid, k in sorted(keep.items()) if len(k) < groups[gid].size)
+    return PrunePlan(fingerprint, criterion, decisions)
+
+
+def restore_survivors(analysis: Analysis, keep: dict[int, set[int]], scores: dict[int, np.ndarray]) -> None:
+    """Give back, where a choice would empty a Split or Slice output, its least removable channel."""
+    while True:
+        removed = analysis.removed_roots({g: np.array(sorted(k), dtype=np.int64) for g, k in keep.items()})
+        emptied = analysis.emptied(removed)
+        if not emptied:
+            return
+        classes = {analysis.class_of(int(e)) for e in emptied[0][0]} - {None}
+        gid, cid = min(classes, key=lambda gc: (scores.get(gc[0], np.full(gc[1] + 1, np.inf))[gc[1]], gc))
+        keep.setdefault(gid, set(range(next(g.size for g in analysis.groups if g.id == gid)))).add(cid)
+
+
+def _choose(analysis: Analysis, scores: dict[int, np.ndarray], selection: Selection) -> dict[int, set[int]]:
+    keep: dict[int, set[int]] = {}
     for group in analysis.groups:
         score = scores.get(group.id)
         if score is None:
@@ -52,8 +73,6 @@ def make_plan(analysis: Analysis, scores: dict[int, np.ndarray], selection: Sele
         keep_count = max(group.size - len(chosen), selection.min_keep)
         keep_count = min(group.size, int(math.ceil(keep_count / selection.round_to)) * selection.round_to)
         chosen = chosen[: group.size - keep_count]
-        if chosen.size == 0:
-            continue
-        keep = np.setdiff1d(np.arange(group.size), chosen)
-        decisions.append(GroupPlan(group.id, group.members, group.size, tuple(int(k) for k in keep)))
-    return PrunePlan(fingerprint, criterion, tuple(decisions))
+        if chosen.size:
+            keep[group.id] = set(range(group.size)) - {int(c) for c in chosen}
+    return keep

@@ -14,7 +14,7 @@ from math import prod
 import numpy as np
 
 from .. import ir
-from .rule_context import Barrier, RuleContext, Tracked
+from .rule_context import Barrier, RuleContext, SliceEdit, SplitEdit, Tracked
 
 Rule = Callable[[RuleContext], None]
 
@@ -434,6 +434,63 @@ def concat(ctx: RuleContext) -> None:
     ctx.set_output(0, Tracked(axis, np.concatenate(parts)))
 
 
+def split(ctx: RuleContext) -> None:
+    """Split along the channel axis hands each output its range of elements; the split sizes
+    are rewritten to the surviving counts. Along another axis every output keeps the channels."""
+    x = ctx.only_data_tracked()
+    rank = ctx.rank(0)
+    if rank is None:
+        raise Barrier(f"Split node '{ctx.name}': input rank unknown")
+    axis = _normalise_axis(int(ctx.attr("axis", 0)), rank)
+    n_out = len(ctx.node.outputs)
+    if axis != x.axis:
+        for i in range(n_out):
+            ctx.set_output(i, x)
+        return
+    sizes = ctx.attr("split") if ctx.opset < 13 else (ctx.const(1) if ctx.input(1) is not None else None)
+    if sizes is None and ctx.input(1) is not None:
+        raise Barrier(f"Split node '{ctx.name}' has computed split sizes")
+    if sizes is None:
+        total = len(x.elems)
+        chunk = -(-total // n_out)  # the last part may be smaller (opset 18 num_outputs)
+        sizes = [min(chunk, total - k * chunk) for k in range(n_out)]
+    sizes = [int(s) for s in np.asarray(sizes).reshape(-1)]
+    if sum(sizes) != len(x.elems) or len(sizes) != n_out:
+        raise Barrier(f"Split node '{ctx.name}': split sizes do not cover the channel axis")
+    bounds = np.cumsum([0, *sizes])
+    parts = tuple(x.elems[bounds[k]:bounds[k + 1]] for k in range(n_out))
+    for i, part in enumerate(parts):
+        ctx.set_output(i, Tracked(x.axis, part))
+        ctx.require_survivor(part, f"output {i} of Split node '{ctx.name}' needs a channel")
+    ctx.edit(SplitEdit(ctx.index, parts))
+
+
+def slice_op(ctx: RuleContext) -> None:
+    """Slice: axes other than the channel axis pass it through; a unit-step slice of the channel
+    axis keeps a contiguous range whose start and end follow the surviving channels."""
+    x = ctx.only_data_tracked()
+    rank = ctx.rank(0)
+    if rank is None or ctx.opset < 10:
+        raise Barrier(f"Slice node '{ctx.name}': input rank unknown or opset below 10")
+    starts, ends = ctx.const(1), ctx.const(2)
+    axes = ctx.const(3) if ctx.input(3) is not None else np.arange(len(starts) if starts is not None else 0)
+    steps = ctx.const(4) if ctx.input(4) is not None else None
+    if starts is None or ends is None or axes is None or (ctx.input(4) is not None and steps is None):
+        raise Barrier(f"Slice node '{ctx.name}' has computed bounds")
+    axes = [_normalise_axis(int(a), rank) for a in axes.reshape(-1)]
+    if x.axis not in axes:
+        ctx.set_output(0, x)
+        return
+    k = axes.index(x.axis)
+    if steps is not None and int(steps.reshape(-1)[k]) != 1:
+        raise Barrier(f"Slice node '{ctx.name}' steps through the channel axis")
+    start, end, _ = slice(int(starts.reshape(-1)[k]), int(ends.reshape(-1)[k])).indices(len(x.elems))
+    end = max(start, end)
+    ctx.edit(SliceEdit(ctx.index, k, x.elems[:start], x.elems[start:end]))
+    ctx.require_survivor(x.elems[start:end], f"Slice node '{ctx.name}' needs a channel")
+    ctx.set_output(0, Tracked(x.axis, x.elems[start:end]))
+
+
 def shape_op(ctx: RuleContext) -> None:
     """Shape reads dimensions, not values. It is safe while no consumer reads the channel count."""
     x = ctx.only_data_tracked()
@@ -490,6 +547,8 @@ RULES: dict[str, Rule] = {
     "Unsqueeze": unsqueeze,
     "Concat": concat,
     "Shape": shape_op,
+    "Split": split,
+    "Slice": slice_op,
     "Dropout": dropout,
     **{op: unary for op in UNARY_OPS},
     **{op: elementwise for op in ELEMENTWISE_OPS},

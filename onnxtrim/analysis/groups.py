@@ -82,6 +82,7 @@ class Analysis:
     observations: list[Observation]
     tracked: dict[str, Tracked]
     barriers: list[BarrierRecord]
+    nonempty: list[tuple[np.ndarray, str]] = field(default_factory=list)  # at least one element must survive
     _class_of_root: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     def class_of(self, element: int) -> tuple[int, int] | None:
@@ -98,6 +99,10 @@ class Analysis:
             kept[np.asarray(keep[group.id], dtype=np.int64)] = True
             removed.update(int(r) for r in group.roots[~kept])
         return removed
+
+    def emptied(self, removed: set[int]) -> list[tuple[np.ndarray, str]]:
+        """The constraints a removal would violate: outputs left without any channel."""
+        return [(elems, reason) for elems, reason in self.nonempty if len(self.surviving(elems, removed)) == 0]
 
     def surviving(self, elems: np.ndarray, removed: set[int]) -> np.ndarray:
         """Positions of `elems` whose element is not removed."""
@@ -116,6 +121,7 @@ def analyse(graph: gs.Graph) -> Analysis:
     spaces: list[Space] = []
     space_blocks: list[tuple[np.ndarray, str]] = []
     consumed: list[tuple[str, Tracked]] = []
+    nonempty: list[tuple[np.ndarray, str]] = []
     barriers: list[BarrierRecord] = []
     graph_outputs = frozenset(t.name for t in graph.outputs)
     opset = ir.default_opset(graph)
@@ -142,6 +148,7 @@ def analyse(graph: gs.Graph) -> Analysis:
             table.union(a, b)
         edits.extend(ctx.edits)
         consumed.extend(ctx.consumed)
+        nonempty.extend(ctx.nonempty)
         for new in ctx.spaces:
             spaces.append(Space(ctx.name, node.op, new.elems))
             if new.blocked:
@@ -161,7 +168,7 @@ def analyse(graph: gs.Graph) -> Analysis:
     observations = _observations(graph, tracked, consumed)
     log.debug("analysis: %d groups, %d edits, %d observations, %d barriers",
               len(groups), len(edits), len(observations), len(barriers))
-    return Analysis(graph, table, groups, edits, observations, tracked, barriers, class_of_root)
+    return Analysis(graph, table, groups, edits, observations, tracked, barriers, nonempty, class_of_root)
 
 
 def _build_groups(table: ElementTable, spaces: list[Space]) -> tuple[list[ChannelGroup], dict[int, tuple[int, int]]]:

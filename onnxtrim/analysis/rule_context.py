@@ -53,7 +53,25 @@ class CountEdit:
     attr: str | None = None
 
 
-Edit = ParamSlice | CountEdit
+@dataclass(frozen=True)
+class SplitEdit:
+    """Split sizes along the channel axis become the surviving count of each part."""
+
+    node: int
+    parts: tuple[np.ndarray, ...]
+
+
+@dataclass(frozen=True)
+class SliceEdit:
+    """A unit-step Slice of the channel axis: start and end move to the survivors' positions."""
+
+    node: int
+    position: int  # index into starts/ends/axes
+    before: np.ndarray  # elements in front of the slice
+    inside: np.ndarray  # elements the slice keeps
+
+
+Edit = ParamSlice | CountEdit | SplitEdit | SliceEdit
 
 
 @dataclass
@@ -77,12 +95,13 @@ class RuleContext:
     edits: list[Edit] = field(default_factory=list)
     spaces: list[NewSpace] = field(default_factory=list)
     blocks: list[tuple[np.ndarray, str]] = field(default_factory=list)
+    nonempty: list[tuple[np.ndarray, str]] = field(default_factory=list)
     consumed: list[tuple[str, Tracked]] = field(default_factory=list)
 
     # ---- reading the node -------------------------------------------------------------
     @property
     def name(self) -> str:
-        return self.node.name or f"{self.node.op}#{self.index}"
+        return ir.node_label(self.node, self.index)
 
     def n_inputs(self) -> int:
         return len(self.node.inputs)
@@ -152,6 +171,13 @@ class RuleContext:
     def count_edit(self, elems: np.ndarray, *, input_index: int | None = None, position: int | None = None,
                    attr: str | None = None) -> None:
         self.edits.append(CountEdit(self.index, elems, input_index, position, attr))
+
+    def require_survivor(self, elems: np.ndarray, reason: str) -> None:
+        """At least one of `elems` must survive (an output that may not become empty)."""
+        self.nonempty.append((elems, reason))
+
+    def edit(self, edit: Edit) -> None:
+        self.edits.append(edit)
 
     def new_space(self, size: int, *, blocked: str | None = None) -> np.ndarray:
         elems = self.table.new(size)

@@ -22,8 +22,8 @@ import onnx_graphsurgeon as gs
 
 from .. import ir
 from ..analysis.groups import Analysis, analyse
-from ..analysis.rule_context import CountEdit, ParamSlice
-from ..errors import PlanError
+from ..analysis.rule_context import CountEdit, ParamSlice, SliceEdit, SplitEdit
+from ..errors import PassError, PlanError
 from ..plan import PrunePlan, structure_fingerprint
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,9 @@ def validated_keep(plan: PrunePlan, analysis: Analysis) -> dict[int, np.ndarray]
             raise PlanError(f"plan group {decision.group} removes channel {c}, which cannot be removed: "
                             f"{group.blocked[c]}")
         keep[decision.group] = kept
+    emptied = analysis.emptied(analysis.removed_roots(keep))
+    if emptied:
+        raise PlanError(f"the plan removes every channel of a tensor that needs one: {emptied[0][1]}")
     return keep
 
 
@@ -70,7 +73,19 @@ def rewrite(graph: gs.Graph, analysis: Analysis, removed: set[int]) -> None:
     nodes = graph.nodes
     slices: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = defaultdict(list)
     counts: list[tuple[CountEdit, int]] = []
+    names = _NameSource(graph)
     for edit in analysis.edits:
+        if isinstance(edit, SplitEdit):
+            sizes = [len(analysis.surviving(part, removed)) for part in edit.parts]
+            if sizes != [len(part) for part in edit.parts]:
+                _rewrite_split(nodes[edit.node], sizes, names, ir.default_opset(graph))
+            continue
+        if isinstance(edit, SliceEdit):
+            start = len(analysis.surviving(edit.before, removed))
+            end = start + len(analysis.surviving(edit.inside, removed))
+            if (start, end) != (len(edit.before), len(edit.before) + len(edit.inside)):
+                _rewrite_slice(nodes[edit.node], edit.position, start, end, names)
+            continue
         surviving = analysis.surviving(edit.elems, removed)
         if len(surviving) == len(edit.elems):
             continue
@@ -78,7 +93,6 @@ def rewrite(graph: gs.Graph, analysis: Analysis, removed: set[int]) -> None:
             slices[(edit.node, edit.input_index)].append((edit.axis, surviving))
         else:
             counts.append((edit, len(surviving)))
-    names = _NameSource(graph)
     copies: dict[tuple, gs.Constant] = {}
     for (node_index, input_index), cuts in sorted(slices.items()):
         node = nodes[node_index]
@@ -102,6 +116,30 @@ def rewrite(graph: gs.Graph, analysis: Analysis, removed: set[int]) -> None:
         node.inputs[edit.input_index] = gs.Constant(names.fresh(source.name), value)
     names.restore_original_names(graph)
     log.debug("rewrite: %d parameter tensors sliced, %d counts rewritten", len(copies), len(counts))
+
+
+def _rewrite_split(node: gs.Node, sizes: list[int], names: _NameSource, opset: int) -> None:
+    if 0 in sizes:
+        raise PassError(f"apply_plan: Split node '{node.name}' would get an empty output; keep more channels")
+    if opset < 13:
+        node.attrs["split"] = sizes
+        return
+    node.attrs.pop("num_outputs", None)
+    base = node.inputs[1].name if len(node.inputs) > 1 and node.inputs[1].name else f"{node.name or 'split'}.sizes"
+    value = gs.Constant(names.fresh(base), np.asarray(sizes, dtype=np.int64))
+    if len(node.inputs) > 1:
+        node.inputs[1] = value
+    else:
+        node.inputs.append(value)
+
+
+def _rewrite_slice(node: gs.Node, position: int, start: int, end: int, names: _NameSource) -> None:
+    if end <= start:
+        raise PassError(f"apply_plan: Slice node '{node.name}' would keep no channel; keep more channels")
+    for index, value in ((1, start), (2, end)):
+        array = np.array(ir.const_value(node.inputs[index]), copy=True)
+        array.reshape(-1)[position] = value
+        node.inputs[index] = gs.Constant(names.fresh(node.inputs[index].name), array)
 
 
 def _constant_behind(tensor: gs.Tensor) -> gs.Tensor:

@@ -167,3 +167,20 @@ over (float[N,3,4,4] x, float[1,6,1,1] bias) => (float[N,2,4,4] y)
   ar = Relu(ab)
   y = Conv(ar, w1)
 }""")
+
+# x ─Conv─Relu─Split(3, 5)─┬─ConvA─┐
+#                          └─Slice[1:4]─ConvB─┴─Add─▶ y   (split sizes and slice bounds follow the channels)
+SPLIT_SLICE = build("""
+split (float[N,3,5,5] x, float[8,3,1,1] w0, float[2,3,1,1] wa, float[2,3,1,1] wb, int64[1] st, int64[1] en,
+       int64[1] ax, int64[2] sizes) => (float[N,2,5,5] y) {
+  a = Conv(x, w0)
+  ar = Relu(a)
+  p, q = Split<axis=1>(ar, sizes)
+  qs = Slice(q, st, en, ax)
+  ya = Conv(p, wa)
+  yb = Conv(qs, wb)
+  y = Add(ya, yb)
+}""", ["w0", "wa", "wb"])
+for _name, _value in (("st", [1]), ("en", [4]), ("ax", [1]), ("sizes", [3, 5])):
+    SPLIT_SLICE.graph.initializer.append(numpy_helper.from_array(np.array(_value, dtype=np.int64), _name))
+del SPLIT_SLICE.graph.input[1:]

@@ -11,6 +11,7 @@ from onnxtrim.analysis.groups import Analysis, analyse
 from onnxtrim.passes.apply_plan import apply_plan
 from onnxtrim.passes.mask_channels import mask_channels
 from onnxtrim.plan import GroupPlan, PrunePlan, structure_fingerprint
+from onnxtrim.policy import restore_survivors
 
 
 def analysis_of(model: onnx.ModelProto) -> Analysis:
@@ -19,17 +20,18 @@ def analysis_of(model: onnx.ModelProto) -> Analysis:
 
 def random_plan(model: onnx.ModelProto, rng: np.random.Generator, share: float = 0.5) -> PrunePlan:
     """Drop about `share` of the prunable classes of every group, chosen at random."""
-    groups = []
-    for g in analysis_of(model).groups:
+    analysis = analysis_of(model)
+    keep: dict[int, set[int]] = {}
+    for g in analysis.groups:
         prunable = g.prunable
         if len(prunable) == 0:
             continue
         n_drop = min(max(1, int(round(share * len(prunable)))), len(prunable), g.size - 1)
-        drop = rng.choice(prunable, size=n_drop, replace=False) if n_drop else []
-        keep = tuple(sorted(set(range(g.size)) - {int(d) for d in drop}))
-        if len(keep) < g.size:
-            groups.append(GroupPlan(g.id, g.members, g.size, keep))
-    return PrunePlan(structure_fingerprint(model), "random", tuple(groups))
+        keep[g.id] = set(range(g.size)) - {int(d) for d in rng.choice(prunable, size=n_drop, replace=False)}
+    restore_survivors(analysis, keep, {})
+    groups = tuple(GroupPlan(g.id, g.members, g.size, tuple(sorted(keep[g.id])))
+                   for g in analysis.groups if g.id in keep and len(keep[g.id]) < g.size)
+    return PrunePlan(structure_fingerprint(model), "random", groups)
 
 
 def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -14,7 +14,7 @@ from onnxtrim.plan import GroupPlan, PrunePlan, structure_fingerprint
 from tests.helpers import models
 from tests.helpers.plans import analysis_of, assert_masked_equivalent, random_feeds, random_plan, run
 
-PRUNABLE = ["CHAIN", "RESIDUAL", "CONCAT", "DEPTHWISE_SE", "GROUPED", "SHARED", "RESHAPE", "MLP"]
+PRUNABLE = ["CHAIN", "RESIDUAL", "CONCAT", "DEPTHWISE_SE", "GROUPED", "SHARED", "RESHAPE", "MLP", "SPLIT_SLICE"]
 
 
 @pytest.mark.parametrize("name", PRUNABLE)
@@ -76,6 +76,25 @@ def test_reshape_constant_rewritten_and_dynamic_batch_kept():
     assert shape.tolist() == [-1, 192]
     assert trimmed.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
     assert run(trimmed, random_feeds(model, np.random.default_rng(4), batch=7))[0].shape == (7, 10)
+
+
+def test_split_sizes_and_slice_bounds_follow_kept_channels():
+    model = models.SPLIT_SLICE
+    conv = analysis_of(model).groups[0]
+    # Split (3, 5): keep 0, 2 of the first part; of the second part (3..7) keep 4, 6, 7.
+    # The Slice [1:4] of the second part covers channels 4, 5, 6; of those 4 and 6 survive.
+    plan = PrunePlan(structure_fingerprint(model), "test", (GroupPlan(conv.id, conv.members, 8, (0, 2, 4, 6, 7)),))
+    trimmed = assert_masked_equivalent(model, plan, random_feeds(model, np.random.default_rng(8)))
+    values = {t.name: onnx.numpy_helper.to_array(t).tolist() for t in trimmed.graph.initializer if t.dims in ([1], [2])}
+    assert values["sizes"] == [2, 3] and values["st"] == [0] and values["en"] == [2]
+
+
+def test_plan_emptying_a_split_output_is_refused():
+    model = models.SPLIT_SLICE
+    conv = analysis_of(model).groups[0]
+    plan = PrunePlan(structure_fingerprint(model), "test", (GroupPlan(conv.id, conv.members, 8, (3, 4, 5)),))
+    with pytest.raises(PlanError, match="output 0 of Split"):
+        apply_plan(model, plan)
 
 
 def test_input_model_is_not_modified():
