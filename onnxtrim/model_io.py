@@ -76,9 +76,10 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     shown = os.fspath(path)
     try:
         resolved = Path(path).resolve(strict=True)
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, ValueError) as exc:  # ValueError: a NUL in the path
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _one_line(exc)
-        raise ModelError(f"{shown}: cannot open model: {reason}") from None
+        raise ModelError(f"{shown!r}: cannot open model: {reason}" if "\x00" in shown
+                         else f"{shown}: cannot open model: {reason}") from None
     try:
         model = _read_proto(resolved)
         _check_header(model)
@@ -132,7 +133,6 @@ def _read_proto(path: Path) -> onnx.ModelProto:
         raise ModelError(f"not an ONNX model (protobuf parse failed: {_one_line(exc, 120)})") from None
     if not model.HasField("graph"):
         raise ModelError("not an ONNX model (no graph)")
-    _check_text_fields(model)
     return model
 
 
@@ -170,7 +170,8 @@ def _check_text_fields(model: onnx.ModelProto) -> None:
 
 
 def _check_header(model: onnx.ModelProto) -> None:
-    """IR version, opset versions and op domains: cheap checks that run before any file is opened."""
+    """UTF-8, IR version, opset versions and op domains: cheap checks that run before any file is opened."""
+    _check_text_fields(model)
     if model.ir_version <= 0:
         raise ModelError("not an ONNX model (no IR version)")
     if model.ir_version > onnx.IR_VERSION:
@@ -262,6 +263,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, overwrit
     still references unloaded external data.
     """
     final = _destination(path)
+    _check_targets([final], protected, overwrite)  # fail before serializing a large model
     refuse_unloaded(model)
     payload = None
     if external_data is not True:
@@ -312,6 +314,8 @@ def _destination(path: str | os.PathLike[str]) -> Path:
     given = Path(path)
     if given.name in ("", ".", ".."):
         raise OutputError(f"{os.fspath(path)}: not a file name")
+    if "\x00" in os.fspath(given):
+        raise OutputError(f"{os.fspath(given)!r}: a path cannot contain NUL")
     try:
         parent = given.parent.resolve(strict=True)
     except (OSError, RuntimeError):
@@ -392,7 +396,10 @@ def _fsync_dir(directory: Path) -> None:
 
 def _publish(pairs: Sequence[tuple[Path, Path]], overwrite: bool) -> None:
     """os.replace each staged file over its destination, in order; on any failure (Ctrl-C included) put
-    back what was already replaced, so that a model never points at a data file of another save."""
+    back what was already replaced, so that a model never points at a data file of another save.
+
+    The previous file is kept as a hard link in the staging directory; where hard links are not available
+    it is moved there instead, so the destination is briefly absent (never half-written)."""
     done: list[tuple[Path, Path | None]] = []
     try:
         for staged, dest in pairs:
@@ -404,7 +411,7 @@ def _publish(pairs: Sequence[tuple[Path, Path]], overwrite: bool) -> None:
                 try:
                     os.link(dest, backup, follow_symlinks=False)
                 except OSError:
-                    backup = None  # no hard links here: rollback will remove instead of restore
+                    os.replace(dest, backup)
             os.replace(staged, dest)
             done.append((dest, backup))
         _fsync_dir(pairs[-1][1].parent)

@@ -338,3 +338,14 @@ def test_overlapping_ranges(model_dir: Path, checker_calls: list[object]) -> Non
     twin.CopyFrom(model.graph.initializer[0])
     twin.name = "twin"
     _fails(write_model(model_dir / "m.onnx", model), "overlaps", calls=checker_calls)
+
+
+def test_training_info_graph_is_walked_too(model_dir: Path, checker_calls: list[object]) -> None:
+    model = matmul_model()
+    init = model.training_info.add().initialization
+    init.name = "init"
+    tensor = init.initializer.add()
+    tensor.CopyFrom(numpy_helper.from_array(WEIGHT, "state"))
+    externalize(tensor, model_dir / "w.data", "../outside/secret.data", offset="0")
+    _fails(write_model(model_dir / "m.onnx", model), "training_info[0].initialization", "leaves",
+           calls=checker_calls)

@@ -70,6 +70,27 @@ def test_onnx_text_format_named_onnx(tmp_path: Path) -> None:
     assert_load_fails(tmp_path / "m.onnx")
 
 
+def test_nul_in_path(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="cannot open model"):
+        load_model(f"{tmp_path}/m\x00.onnx")
+
+
+def _invalid_utf8_model() -> bytes:
+    """A node name patched to bytes that are not UTF-8 (proto2 does not validate strings on parse)."""
+    model = matmul_model()
+    model.graph.node[0].name = "NAME"
+    return model.SerializeToString().replace(b"NAME", b"\xff\xfe\xfd\xfc")
+
+
+def test_invalid_utf8_in_a_name(tmp_path: Path) -> None:
+    (tmp_path / "m.onnx").write_bytes(_invalid_utf8_model())
+    assert_load_fails(tmp_path / "m.onnx", "invalid UTF-8 in field 'name' of a NodeProto")
+    model = onnx.ModelProto()
+    model.ParseFromString(_invalid_utf8_model())
+    with pytest.raises(ModelError, match="invalid UTF-8"):
+        check_model(model)
+
+
 def test_fifo_does_not_hang(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "m.onnx")
     assert_load_fails(tmp_path / "m.onnx", "not a regular file")
@@ -88,8 +109,9 @@ def test_ir_version_newer_than_onnx(tmp_path: Path) -> None:
 def test_opset_newer_than_onnx(tmp_path: Path, domain: str, newest: int) -> None:
     """The onnx checker accepts an opset from the future; onnxtrim refuses it."""
     model = matmul_model()
-    model.opset_import.append(helper.make_opsetid(domain, newest + 1)) if domain else None
-    if not domain:
+    if domain:
+        model.opset_import.append(helper.make_opsetid(domain, newest + 1))
+    else:
         model.opset_import[0].version = newest + 1
     assert_load_fails(write_model(tmp_path / "m.onnx", model), "opset", "newer")
 

@@ -176,6 +176,10 @@ def test_destination_directory_missing_or_a_file(tmp_path: Path, dest: str, frag
     _refused(lambda: save_model(matmul_model(), tmp_path / dest), fragment, root=tmp_path)
 
 
+def test_nul_in_destination(tmp_path: Path) -> None:
+    _refused(lambda: save_model(matmul_model(), f"{tmp_path}/m\x00.onnx"), "NUL", root=tmp_path)
+
+
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
                     reason="root ignores directory permissions; see the simulated read-only test")
 def test_read_only_directory(tmp_path: Path) -> None:
@@ -282,3 +286,21 @@ def test_write_text(tmp_path: Path) -> None:
 def test_write_text_disk_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fail_fsync(monkeypatch, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
     _refused(lambda: write_text(tmp_path / "r.json", "{}"), "No space left", root=tmp_path)
+
+
+def test_rollback_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On file systems without hard links the previous pair is moved aside, and still comes back."""
+    old = matmul_model()
+    old.graph.initializer[0].CopyFrom(numpy_helper.from_array(WEIGHT * 3, "w"))
+    save_model(old, tmp_path / "m.onnx", external_data=True)
+    before = snapshot(tmp_path)
+
+    def no_links(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(os, "link", no_links)
+    _fail_fsync(monkeypatch, KeyboardInterrupt())  # the directory fsync, after both files are replaced
+    monkeypatch.setattr(model_io, "_sync", lambda handle: handle.flush())
+    with pytest.raises(KeyboardInterrupt):
+        save_model(matmul_model(), tmp_path / "m.onnx", external_data=True, overwrite=True)
+    assert {k: v[:3] for k, v in snapshot(tmp_path).items()} == {k: v[:3] for k, v in before.items()}
