@@ -1,0 +1,460 @@
+"""Every tensor of a model, its declared size, and its external data: validated, read and written here.
+
+Why onnxtrim does this itself instead of calling `onnx.external_data_helper`:
+
+- The resolution of `location` in onnx has had path-traversal bugs fixed and bypassed several times, and the
+  in-memory `onnx.checker.check_model` resolves external locations against the *working directory*. So
+  onnxtrim validates every reference, opens every data file itself (one path component at a time, refusing
+  symlinks, hard links and anything that is not a regular file), reads exactly the declared byte range, and
+  only then lets onnx see the model, with all data already in memory.
+- Tensors hide in many places: graph initializers, sparse initializers, `Constant` (or any) node attributes,
+  `If`/`Loop`/`Scan` subgraphs, local functions and training-info graphs. `iter_tensors` walks them all.
+- `onnx.save(..., save_as_external_data=True)` appends to an existing data file and mutates the model it is
+  given; `write_initializers` writes a fresh file from a copy instead.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import math
+import os
+import re
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
+
+from .errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+#: Largest accepted dimension and largest accepted tensor, in bytes (1 TiB): anything above is hostile.
+MAX_DIM = 2**40
+MAX_BYTES = 2**40
+#: Initializers with at least this many bytes go to the data file when saving with external data
+#: (onnx's own default threshold, so that small shape constants stay readable in the model file).
+EXTERNAL_THRESHOLD = 1024
+#: Tensors of at least _ALIGN_THRESHOLD bytes start at a multiple of _LARGE_ALIGN in the data file, so that
+#: onnxruntime can memory-map them (its own writer uses the same 1 MiB / 64 KiB rule); others at _SMALL_ALIGN.
+_ALIGN_THRESHOLD = 1 << 20
+_LARGE_ALIGN = 1 << 16
+_SMALL_ALIGN = 64
+
+# Bits per element of every fixed-size type (sub-byte types are packed). getattr: older onnx lacks some.
+_BITS: dict[int, int] = {
+    value: bits
+    for name, bits in (
+        ("FLOAT", 32), ("UINT8", 8), ("INT8", 8), ("UINT16", 16), ("INT16", 16), ("INT32", 32),
+        ("INT64", 64), ("BOOL", 8), ("FLOAT16", 16), ("DOUBLE", 64), ("UINT32", 32), ("UINT64", 64),
+        ("COMPLEX64", 64), ("COMPLEX128", 128), ("BFLOAT16", 16), ("FLOAT8E4M3FN", 8),
+        ("FLOAT8E4M3FNUZ", 8), ("FLOAT8E5M2", 8), ("FLOAT8E5M2FNUZ", 8), ("UINT4", 4), ("INT4", 4),
+        ("FLOAT4E2M1", 4), ("FLOAT8E8M0", 8), ("UINT2", 2), ("INT2", 2), ("FLOAT6E2M3", 6),
+        ("FLOAT6E3M2", 6),
+    )
+    if (value := getattr(TensorProto, name, None)) is not None
+}
+# Typed (non-raw) storage: data type -> (field, values per element). Packed sub-byte types are left to onnx.
+_TYPED_FIELD: dict[int, tuple[str, int]] = {
+    TensorProto.FLOAT: ("float_data", 1), TensorProto.COMPLEX64: ("float_data", 2),
+    TensorProto.DOUBLE: ("double_data", 1), TensorProto.COMPLEX128: ("double_data", 2),
+    TensorProto.INT64: ("int64_data", 1), TensorProto.UINT32: ("uint64_data", 1),
+    TensorProto.UINT64: ("uint64_data", 1), TensorProto.STRING: ("string_data", 1),
+    **{
+        t: ("int32_data", 1)
+        for t in (TensorProto.INT32, TensorProto.INT16, TensorProto.INT8, TensorProto.UINT16,
+                  TensorProto.UINT8, TensorProto.BOOL, TensorProto.FLOAT16, TensorProto.BFLOAT16)
+    },
+}
+_DATA_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
+_ALLOWED_KEYS = frozenset({"location", "offset", "length", "checksum", "basepath"})
+_UINT = re.compile(r"[0-9]{1,19}\Z")  # ASCII digits only: str.isdigit() also accepts '²' and friends
+_DRIVE = re.compile(r"[A-Za-z]:")
+
+
+def q(name: str, limit: int = 80) -> str:
+    """Quote a name taken from a (possibly hostile) model so that an error message stays one short line."""
+    return repr(name if len(name) <= limit else name[:limit] + "...")
+
+
+def _dtype(data_type: int) -> str:
+    try:
+        return TensorProto.DataType.Name(data_type)
+    except ValueError:
+        return str(data_type)
+
+
+def _dims(dims: Sequence[int]) -> str:
+    return str(list(dims[:8])) if len(dims) <= 8 else f"[{', '.join(map(str, dims[:8]))}, ...]"
+
+
+@dataclass
+class Scope:
+    """A node list with its own names: a graph (main, subgraph, training) or a local function."""
+
+    label: str
+    nodes: Sequence[NodeProto]
+    graph: GraphProto | None = None
+    attributes: Sequence[AttributeProto] = field(default_factory=tuple)
+
+
+def _subgraphs(attr: AttributeProto) -> Iterator[GraphProto]:
+    # Walk whatever is present, whatever `attr.type` claims: the checker judges consistency later.
+    if attr.HasField("g"):
+        yield attr.g
+    yield from attr.graphs
+
+
+def iter_scopes(model: ModelProto) -> Iterator[Scope]:
+    """Yield every graph and function of the model, outermost first (iteratively: nesting can be deep)."""
+    todo: collections.deque[Scope] = collections.deque()
+    if model.HasField("graph"):
+        todo.append(Scope(f"graph {q(model.graph.name)}", model.graph.node, model.graph))
+    for i, info in enumerate(model.training_info):
+        for part in ("initialization", "algorithm"):
+            if info.HasField(part):
+                graph = getattr(info, part)
+                todo.append(Scope(f"training_info[{i}].{part}", graph.node, graph))
+    for func in model.functions:
+        label = f"function {q(func.domain + '.' + func.name)}"
+        todo.append(Scope(label, func.node, None, func.attribute_proto))
+    while todo:
+        scope = todo.popleft()
+        yield scope
+        owned = [(node, attr) for node in scope.nodes for attr in node.attribute]
+        owned += [(None, attr) for attr in scope.attributes]
+        for node, attr in owned:
+            owner = f"node {q(node.name or node.op_type)}" if node is not None else "function attribute"
+            for sub in _subgraphs(attr):
+                todo.append(Scope(f"subgraph {q(sub.name)} of {owner}", sub.node, sub))
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """A tensor and where it lives, for error messages; `kind` is initializer, sparse or attribute."""
+
+    tensor: TensorProto
+    where: str
+    kind: str
+
+
+def _attribute_tensors(attr: AttributeProto, where: str) -> Iterator[TensorRef]:
+    label = f"attribute {q(attr.name)} of {where}"
+    if attr.HasField("t"):
+        yield TensorRef(attr.t, label, "attribute")
+    for t in attr.tensors:
+        yield TensorRef(t, label, "attribute")
+    sparse = ([attr.sparse_tensor] if attr.HasField("sparse_tensor") else []) + list(attr.sparse_tensors)
+    for sp in sparse:
+        for part in ("values", "indices"):
+            if sp.HasField(part):
+                yield TensorRef(getattr(sp, part), f"sparse {part} of {label}", "attribute")
+
+
+def iter_tensors(model: ModelProto) -> Iterator[TensorRef]:
+    """Yield every TensorProto in the model: initializers, sparse parts and attribute tensors, everywhere."""
+    for scope in iter_scopes(model):
+        if scope.graph is not None:
+            for t in scope.graph.initializer:
+                yield TensorRef(t, f"initializer {q(t.name)} in {scope.label}", "initializer")
+            for sp in scope.graph.sparse_initializer:
+                for part in ("values", "indices"):
+                    if sp.HasField(part):
+                        name = q(sp.values.name)
+                        yield TensorRef(getattr(sp, part), f"sparse initializer {name} ({part}) in "
+                                        f"{scope.label}", "sparse")
+        for node in scope.nodes:
+            for attr in node.attribute:
+                yield from _attribute_tensors(attr, f"node {q(node.name or node.op_type)} in {scope.label}")
+        for attr in scope.attributes:
+            yield from _attribute_tensors(attr, scope.label)
+
+
+def tensor_nbytes(tensor: TensorProto, where: str) -> int | None:
+    """Bytes that `tensor.dims` and `data_type` declare (None for strings); refuse hostile dims and types."""
+    dims = list(tensor.dims)
+    for d in dims:
+        if d < 0:
+            raise ModelError(f"{where}: negative dimension in dims {_dims(dims)}")
+        if d > MAX_DIM:
+            raise ModelError(f"{where}: dimension {d} in dims {_dims(dims)} is over the 2**40 limit")
+    count = 0 if 0 in dims else 1
+    for d in dims if count else ():  # stop early: a product of thousands of 2**40s takes ages to compute
+        count *= d
+        if count > MAX_DIM:
+            raise ModelError(f"{where}: dims {_dims(dims)} declare more than 2**40 elements")
+    if tensor.data_type == TensorProto.STRING:
+        return None
+    bits = _BITS.get(tensor.data_type)
+    if bits is None:
+        raise ModelError(f"{where}: unsupported tensor data type {tensor.data_type}")
+    nbytes = (count * bits + 7) // 8
+    if nbytes > MAX_BYTES:
+        raise ModelError(f"{where}: dims {_dims(dims)} declare {nbytes} bytes, over the 2**40 limit")
+    return nbytes
+
+
+def uses_external_data(tensor: TensorProto) -> bool:
+    """True if the tensor's data lives in a file; refuse `external_data` entries on an inline tensor."""
+    if tensor.data_location == TensorProto.EXTERNAL:
+        return True
+    if len(tensor.external_data):
+        raise ModelError(f"tensor {q(tensor.name)} has external_data entries but data_location is not "
+                         "EXTERNAL (ambiguous: is its data inline or in a file?)")
+    return False
+
+
+def check_inline_tensor(ref: TensorRef) -> None:
+    """Refuse an in-memory tensor whose data does not match its dims (the checker lets a long raw_data and
+    long typed fields through; a sliced weight would then silently carry garbage)."""
+    t = ref.tensor
+    if uses_external_data(t):
+        raise ModelError(f"{ref.where}: still references external data (not loaded); load it with "
+                         "onnxtrim.model_io.load_model")
+    nbytes = tensor_nbytes(t, ref.where)
+    if t.HasField("raw_data"):
+        size = len(t.raw_data)
+        if nbytes is not None and size != nbytes:
+            raise ModelError(f"{ref.where}: raw_data has {size} bytes but dims {_dims(t.dims)} of "
+                             f"{_dtype(t.data_type)} need {nbytes}")
+        return
+    field_name, per_element = _TYPED_FIELD.get(t.data_type, (None, 0))
+    if field_name is None:
+        return
+    have = len(getattr(t, field_name))
+    need = math.prod(t.dims) * per_element
+    if have and have != need:
+        raise ModelError(f"{ref.where}: {field_name} has {have} values but dims {_dims(t.dims)} need {need}")
+
+
+def validate_location(location: str, where: str) -> tuple[str, ...]:
+    """Split a `location` into path components, refusing anything that could leave the model's directory.
+
+    Refused: empty, NUL, backslashes (a Windows separator; ambiguous across platforms), absolute paths
+    (`/etc/passwd`, `C:\\x`, `C:x`), colons (drive-relative paths, NTFS streams) and any `..` component.
+    """
+    if not location or "\x00" in location:
+        raise ModelError(f"{where}: external data location {q(location)} is empty or contains NUL")
+    if "\\" in location or ":" in location or location.startswith("/") or _DRIVE.match(location) \
+            or os.path.isabs(location):
+        raise ModelError(f"{where}: external data location {q(location)} is absolute or platform-specific; "
+                         "only relative paths inside the model's directory are allowed")
+    parts = tuple(p for p in location.split("/") if p not in ("", "."))
+    if ".." in parts or not parts:
+        raise ModelError(f"{where}: external data location {q(location)} leaves the model's directory")
+    return parts
+
+
+@dataclass(frozen=True)
+class ExternalRef:
+    """A validated external-data reference: path components, offset, optional length, declared bytes."""
+
+    ref: TensorRef
+    parts: tuple[str, ...]
+    offset: int
+    length: int | None
+    nbytes: int
+
+
+def _parse_uint(value: str, key: str, where: str) -> int:
+    if not _UINT.match(value):
+        raise ModelError(f"{where}: external data {key} {q(value)} is not a non-negative integer")
+    return int(value)
+
+
+def parse_external(ref: TensorRef) -> ExternalRef:
+    """Validate one tensor's `external_data` entries without touching the file system."""
+    t, where = ref.tensor, ref.where
+    entries: dict[str, str] = {}
+    for entry in t.external_data:
+        if entry.key not in _ALLOWED_KEYS:
+            raise ModelError(f"{where}: unknown external_data key {q(entry.key)}")
+        if entry.key in entries:
+            raise ModelError(f"{where}: external_data key {q(entry.key)} appears twice")
+        entries[entry.key] = entry.value
+    if entries.get("basepath"):
+        raise ModelError(f"{where}: external_data 'basepath' is not supported; locations are resolved "
+                         "against the model's directory only")
+    if "location" not in entries:
+        raise ModelError(f"{where}: external data without a 'location'")
+    parts = validate_location(entries["location"], where)
+    offset = _parse_uint(entries.get("offset", "0"), "offset", where)
+    length = _parse_uint(entries["length"], "length", where) if "length" in entries else None
+    nbytes = tensor_nbytes(t, where)
+    if nbytes is None:
+        raise ModelError(f"{where}: string tensors cannot be stored as external data")
+    if length is not None and length != nbytes:
+        raise ModelError(f"{where}: external data length {length} disagrees with dims {_dims(t.dims)} of "
+                         f"{_dtype(t.data_type)} ({nbytes} bytes)")
+    if t.HasField("raw_data") or any(len(getattr(t, f)) for f in _DATA_FIELDS):
+        raise ModelError(f"{where}: has both external and inline data")
+    return ExternalRef(ref, parts, offset, length, nbytes)
+
+
+_DIR_FD = os.open in os.supports_dir_fd and os.stat in os.supports_dir_fd and hasattr(os, "O_NOFOLLOW")
+
+
+def _lstat(base: Path, parts: tuple[str, ...], i: int, dir_fd: int | None) -> os.stat_result:
+    if dir_fd is not None:
+        return os.stat(parts[i], dir_fd=dir_fd, follow_symlinks=False)
+    return os.lstat(base.joinpath(*parts[: i + 1]))
+
+
+def open_data_file(base: Path, parts: tuple[str, ...], where: str) -> int:
+    """Open `base/parts` read-only, refusing symlinks (file or any directory below base), hard links and
+    non-regular files. Walks with directory descriptors and O_NOFOLLOW where the platform has them, so
+    that a directory swapped for a symlink between check and open is refused too."""
+    shown = "/".join(parts)
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    dir_fd = os.open(base, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if _DIR_FD else None
+    try:
+        for i, part in enumerate(parts):
+            try:
+                st = _lstat(base, parts, i, dir_fd)
+            except FileNotFoundError:
+                raise ModelError(f"{where}: external data file {q(shown)} not found next to the model "
+                                 f"(in {base})") from None
+            if stat.S_ISLNK(st.st_mode):
+                raise ModelError(f"{where}: external data path {q(shown)} goes through symlink {q(part)}; "
+                                 "onnxtrim does not follow symlinks")
+            if i < len(parts) - 1:
+                if not stat.S_ISDIR(st.st_mode):
+                    raise ModelError(f"{where}: external data path {q(shown)}: {q(part)} is not a directory")
+                if dir_fd is not None:
+                    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | nofollow
+                    next_fd = os.open(part, flags, dir_fd=dir_fd)
+                    os.close(dir_fd)
+                    dir_fd = next_fd
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                raise ModelError(f"{where}: external data file {q(shown)} is not a regular file")
+            if st.st_nlink > 1:
+                raise ModelError(f"{where}: external data file {q(shown)} is a hard link (st_nlink="
+                                 f"{st.st_nlink}); onnxtrim refuses linked data files")
+            flags = os.O_RDONLY | nofollow | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+            fd = os.open(part if dir_fd is not None else base.joinpath(*parts), flags, dir_fd=dir_fd)
+            opened = os.fstat(fd)
+            if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino) or opened.st_nlink > 1:
+                os.close(fd)
+                raise ModelError(f"{where}: external data file {q(shown)} changed while being opened")
+            return fd
+        raise AssertionError("unreachable: validate_location never returns an empty path")
+    except OSError as exc:
+        raise ModelError(f"{where}: cannot open external data file {q(shown)}: {exc.strerror}") from None
+    finally:
+        if dir_fd is not None:
+            os.close(dir_fd)
+
+
+def _refuse_overlaps(refs: Sequence[ExternalRef]) -> None:
+    """Refuse two tensors reading the same bytes: onnx never writes that, and a small model could otherwise
+    make onnxtrim read one large region thousands of times. Loaded bytes stay bounded by the files' sizes."""
+    ranges = sorted((ext.parts, ext.offset, ext.offset + ext.nbytes, ext.ref.where)
+                    for ext in refs if ext.nbytes)
+    for before, after in itertools.pairwise(ranges):
+        if before[0] == after[0] and after[1] < before[2]:
+            raise ModelError(f"{after[3]}: external data overlaps that of {before[3]} in "
+                             f"{q('/'.join(after[0]))}")
+
+
+def load_external_data(model: ModelProto, base: Path) -> tuple[Path, ...]:
+    """Validate every external reference in `model`, then read the data into the tensors, in place.
+
+    Nothing is read before everything is validated (keys, locations, dims, files, ranges), so a hostile
+    `length` never allocates memory. Returns the data files, resolved, in order of first use.
+    """
+    refs = [parse_external(ref) for ref in iter_tensors(model) if uses_external_data(ref.tensor)]
+    files: dict[tuple[str, ...], BinaryIO] = {}
+    try:
+        for ext in refs:
+            if ext.parts not in files:
+                files[ext.parts] = os.fdopen(open_data_file(base, ext.parts, ext.ref.where), "rb")
+        for ext in refs:
+            size = os.fstat(files[ext.parts].fileno()).st_size
+            length = ext.length if ext.length is not None else max(size - ext.offset, 0)
+            if ext.offset + length > size:
+                raise ModelError(f"{ext.ref.where}: external data [{ext.offset}, {ext.offset + length}) is "
+                                 f"beyond the end of {q('/'.join(ext.parts))} ({size} bytes)")
+            if length != ext.nbytes:  # no 'length' key: onnx reads to the end of the file
+                raise ModelError(f"{ext.ref.where}: external data from offset {ext.offset} to the end of "
+                                 f"{q('/'.join(ext.parts))} is {length} bytes; dims need {ext.nbytes}")
+        _refuse_overlaps(refs)
+        for ext in refs:
+            handle = files[ext.parts]
+            handle.seek(ext.offset)
+            data = handle.read(ext.nbytes)
+            if len(data) != ext.nbytes:
+                raise ModelError(f"{ext.ref.where}: {q('/'.join(ext.parts))} is shorter than declared "
+                                 "(changed while reading?)")
+            t = ext.ref.tensor
+            t.raw_data = data
+            del t.external_data[:]
+            t.ClearField("data_location")
+    except OSError as exc:
+        raise ModelError(f"cannot read external data: {exc.strerror}") from None
+    finally:
+        for handle in files.values():
+            handle.close()
+    if refs:
+        logger.debug("loaded %d external tensors from %d file(s)", len(refs), len(files))
+    return tuple(base.joinpath(*parts) for parts in files)
+
+
+def _align(offset: int, nbytes: int) -> int:
+    step = _LARGE_ALIGN if nbytes >= _ALIGN_THRESHOLD else _SMALL_ALIGN
+    return -(-offset // step) * step
+
+
+def write_initializers(model: ModelProto, data_file: BinaryIO, location: str,
+                       threshold: int = EXTERNAL_THRESHOLD) -> ModelProto:
+    """Return a copy of `model` whose initializers of `threshold` bytes or more (in every graph and
+    subgraph, stored as raw_data) are written to `data_file` and referenced by `location`.
+
+    Like onnx's default (convert_attribute=False), attribute tensors, sparse initializers and typed-field
+    tensors stay inline. `data_file` must be new and empty: offsets are counted from its start. The input
+    model is not modified (memory: the copy costs as much as the model, once).
+    """
+    out = ModelProto()
+    out.CopyFrom(model)
+    position = 0
+    count = 0
+    for ref in iter_tensors(out):
+        t = ref.tensor
+        if ref.kind != "initializer" or not t.HasField("raw_data") or t.data_type == TensorProto.STRING:
+            continue
+        raw = t.raw_data
+        if len(raw) < threshold:
+            continue
+        start = _align(position, len(raw))
+        if start > position:
+            data_file.write(b"\0" * (start - position))
+        data_file.write(raw)
+        position = start + len(raw)
+        t.ClearField("raw_data")
+        t.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", location), ("offset", str(start)), ("length", str(len(raw)))):
+            entry = t.external_data.add()
+            entry.key, entry.value = key, value
+        count += 1
+    logger.debug("wrote %d initializers (%d bytes) to external data %s", count, position, location)
+    return out
+
+
+def refuse_unloaded(model: ModelProto) -> None:
+    """Refuse a model that still points at external data: saving or checking it would resolve the
+    locations against the wrong directory (the checker uses the working directory)."""
+    for ref in iter_tensors(model):
+        if uses_external_data(ref.tensor):
+            raise ModelError(f"{ref.where}: still references external data (not loaded); load the model "
+                             "with onnxtrim.model_io.load_model")
+
+
+__all__ = [
+    "EXTERNAL_THRESHOLD", "MAX_BYTES", "MAX_DIM", "ExternalRef", "Scope", "TensorRef", "check_inline_tensor",
+    "iter_scopes", "iter_tensors", "load_external_data", "open_data_file", "parse_external", "q",
+    "refuse_unloaded", "tensor_nbytes", "uses_external_data", "validate_location", "write_initializers",
+]
