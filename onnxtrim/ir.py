@@ -74,6 +74,11 @@ def _without_intermediate_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
+def node_label(node: gs.Node, index: int) -> str:
+    """A node's name, or `Op#index` (its position in topological order) when it has none."""
+    return node.name or f"{node.op}#{index}"
+
+
 def default_opset(model_or_graph: onnx.ModelProto | gs.Graph) -> int:
     if isinstance(model_or_graph, gs.Graph):
         return int(model_or_graph.opset)

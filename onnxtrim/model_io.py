@@ -301,10 +301,16 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, overwrit
 def write_text(path: str | os.PathLike[str], text: str, *, overwrite: bool = False,
                protected: Sequence[Path] = ()) -> Path:
     """Atomically write UTF-8 `text` (a JSON report, say) with the same rules as save_model."""
+    return write_bytes(path, text.encode("utf-8"), overwrite=overwrite, protected=protected)
+
+
+def write_bytes(path: str | os.PathLike[str], payload: bytes, *, overwrite: bool = False,
+                protected: Sequence[Path] = ()) -> Path:
+    """Atomically write `payload` (saved statistics, say) with the same rules as save_model."""
     final = _destination(path)
     _check_targets([final], protected, overwrite)
     with _staging(final) as stage:
-        _write_new(stage / final.name, text.encode("utf-8"))
+        _write_new(stage / final.name, payload)
         _publish([(stage / final.name, final)], overwrite)
     return final
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from .. import model_io
 from ..errors import ConfigError, ModelError, OnnxTrimError
 from ..runtime import make_session, resolve_providers, session_uses_gpu
 from .device import cpu_name, gpu_name
@@ -213,13 +214,7 @@ class BenchResult:
 
 
 def _load(path: str | Path) -> onnx.ModelProto:
-    """The one place that reads a model file; to be replaced by `onnxtrim.model_io.load_model`."""
-    try:
-        return onnx.load(str(path))
-    except FileNotFoundError as exc:
-        raise ModelError(f"model file not found: {path}") from exc
-    except Exception as exc:  # protobuf decode errors have no common public base class
-        raise ModelError(f"cannot read ONNX model {path}: {exc}") from exc
+    return model_io.load_model(path).model
 
 
 def load_models(models: Sequence[ModelLike]) -> list[onnx.ModelProto]:

@@ -17,7 +17,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..bench.harness import BenchConfig, BenchResult, benchmark, load_models, model_names
-from ..bench.inputs import input_specs
+import onnx
+
+from ..calibration.feeds import model_input_specs
+from ..calibration.readers import open_data
 from ..errors import CalibrationError, ConfigError, OutputError
 from ..runtime import PROVIDER_ALIASES
 
@@ -128,31 +131,12 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     )
 
 
-def read_data(path: str, input_names: Sequence[str]) -> dict[str, np.ndarray]:
-    """Minimal --data: the first .npy file of a directory (or a .npy file) for a single-input model.
-
-    `onnxtrim.calibration.readers.open_data` will replace this with the full reader.
-    """
-    if len(input_names) != 1:
-        raise ConfigError(
-            f"--data supports single-input models only; this model has inputs {list(input_names)}"
-        )
-    source = Path(path)
-    if source.is_dir():
-        files = sorted(source.glob("*.npy"))
-        if not files:
-            raise ConfigError(f"--data: no .npy file in {source}")
-        file = files[0]
-    elif source.is_file():
-        file = source
-    else:
-        raise ConfigError(f"--data: {source} does not exist")
-    try:
-        array = np.load(file, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise CalibrationError(f"--data: cannot read {file}: {exc}") from exc
-    log.info("--data: using %s %s for input %r", file, array.shape, input_names[0])
-    return {input_names[0]: array}
+def read_data(path: str, model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """The first batch of `--data`, read by the same readers calibration uses."""
+    inputs = model_input_specs(model)
+    for batch in open_data(path, inputs).batches():
+        return {name: np.ascontiguousarray(value) for name, value in batch.feeds.items()}
+    raise CalibrationError(f"--data: no samples in {path}")
 
 
 def _format_ms(value: float) -> str:
@@ -217,7 +201,7 @@ def main(argv: Sequence[str]) -> int:
     names = model_names(args.models, None)
     feeds = None
     if args.data is not None:
-        feeds = read_data(args.data, [spec.name for spec in input_specs(models[0])])
+        feeds = read_data(args.data, models[0])
     # With the JSON on stdout, the table goes to stderr so stdout stays parseable.
     console = Console(stderr=args.json == "-")
     if not console.is_terminal:

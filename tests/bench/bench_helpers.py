@@ -54,7 +54,9 @@ def make_mixed_inputs() -> onnx.ModelProto:
         helper.make_tensor_value_info("feats", TensorProto.FLOAT16, ["batch", 3, "width"]),
     ]
     outputs = [
-        helper.make_tensor_value_info(f"{i.name}_out", i.type.tensor_type.elem_type, None) for i in inputs
+        helper.make_tensor_value_info(f"{i.name}_out", i.type.tensor_type.elem_type,
+                                      [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim])
+        for i in inputs
     ]
     nodes = [helper.make_node("Identity", [i.name], [f"{i.name}_out"]) for i in inputs]
     graph = helper.make_graph(nodes, "mixed", inputs, outputs)

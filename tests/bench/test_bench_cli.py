@@ -19,7 +19,7 @@ from rich.console import Console
 from onnxtrim.bench import BenchConfig, benchmark
 from onnxtrim.cli import main as dispatch
 from onnxtrim.cli.bench_command import main, render
-from onnxtrim.errors import ConfigError
+from onnxtrim.errors import CalibrationError, ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK = ["--warmup", "1", "--runs", "3"]
@@ -125,8 +125,10 @@ def test_in_process_with_data_dir(
 def test_data_needs_a_single_input_model(tmp_path: Path) -> None:
     path = tmp_path / "mixed.onnx"
     onnx.save(make_mixed_inputs(), path)
-    with pytest.raises(ConfigError, match="single-input"):
-        main([str(path), "--data", str(tmp_path)])
+    (tmp_path / "data").mkdir()
+    np.save(tmp_path / "data" / "x.npy", np.zeros((2, 4), np.int64))
+    with pytest.raises(CalibrationError, match="single-input"):
+        main([str(path), "--data", str(tmp_path / "data")])
 
 
 def test_dims_flag_sizes_symbolic_dimensions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,183 @@
+"""`onnxtrim MODEL --data DIR --apoz T`: trim a model and print what it cost."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .. import __version__
+from ..api import TrimResult, trim
+from ..config import TrimConfig
+from ..errors import VerificationError
+
+EPILOG = """\
+examples:
+  onnxtrim model.onnx --data calib/ --apoz 0.9
+      remove every channel whose ReLU output is zero on at least 90% of the calibration
+      data; writes model.trimmed.onnx and model.trimmed.report.json next to model.onnx
+  onnxtrim model.onnx --data calib/ --labels labels.npy --check --tolerance 1e-4
+      remove only never-active channels (the default, --apoz 1.0) and fail with exit code 5
+      if any output moves by more than 1e-4 on the held-out samples
+  onnxtrim model.onnx --data calib/ --fraction 0.3 --round-to 8 --dry-run
+      write the plan (30%% of every group, highest APoZ first, kept counts multiples of 8)
+      to model.plan.json for review; apply it later with --plan model.plan.json
+
+calibration data (--data):
+  a directory of .npy files (one sample or a batch each, single-input models), .npz files
+  keyed by input name, or the ONNX test-data layout test_data_set_*/input_*.pb; or
+  reader.py:make_reader, a function returning an onnxruntime CalibrationDataReader
+  (get_next() -> dict | None) or an iterable of {input name: array} dicts.
+
+exit codes:
+  0 ok, 1 internal error, 2 usage, 3 invalid or unsafe model, 4 bad calibration data,
+  5 verification failed (--check), 6 cannot write output, 7 missing dependency,
+  8 plan does not match the model, 9 a graph rewrite failed
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="onnxtrim",
+        description="Remove dead and unimportant channels (conv filters, linear neurons, MLP units) from an "
+                    "ONNX model, using activation statistics measured with onnxruntime on calibration data.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="the ONNX model to trim (never modified)")
+    p.add_argument("--data", metavar="DIR|FILE.py:FUNC", help="calibration data (see below)")
+    what = p.add_argument_group("what to remove")
+    choose = what.add_mutually_exclusive_group()
+    choose.add_argument("--apoz", type=float, metavar="T",
+                        help="remove channels whose Average Percentage of Zeros is >= T (default 1.0: only "
+                             "channels never active on the data, which is lossless on it)")
+    choose.add_argument("--fraction", type=float, metavar="F",
+                        help="instead, remove this share of every channel group, highest APoZ first")
+    choose.add_argument("--plan", metavar="PLAN.json", help="apply a plan written earlier by --dry-run")
+    what.add_argument("--min-keep", type=int, default=1, metavar="N", help="keep at least N channels per group")
+    what.add_argument("--round-to", type=int, default=1, metavar="N",
+                      help="keep channel counts multiples of N (removes fewer; fast kernels like multiples of 8)")
+    what.add_argument("--nodes-to-exclude", default="", metavar="A,B",
+                      help="comma-separated producer node names whose channel groups are left alone")
+    data = p.add_argument_group("calibration")
+    data.add_argument("--max-samples", type=int, metavar="N", help="use at most N samples")
+    data.add_argument("--batch-size", type=int, default=32, metavar="N",
+                      help="samples per onnxruntime run (a static batch dimension overrides it; default 32)")
+    data.add_argument("--holdout", type=float, default=0.2, metavar="F",
+                      help="share of samples kept out of calibration and used to verify (default 0.2)")
+    data.add_argument("--providers", default="cpu", metavar="cpu,cuda", help="onnxruntime execution providers")
+    data.add_argument("--save-stats", metavar="FILE.npz", help="save the measured statistics for later trims")
+    data.add_argument("--load-stats", metavar="FILE.npz", help="reuse saved statistics instead of calibrating")
+    check = p.add_argument_group("verification")
+    check.add_argument("--labels", metavar="FILE.npy", help="integer labels of the data samples, for accuracy")
+    check.add_argument("--no-verify", action="store_true", help="skip comparing original and trimmed outputs")
+    check.add_argument("--check", action="store_true",
+                       help="fail (exit code 5) when any output differs by more than --tolerance")
+    check.add_argument("--tolerance", type=float, default=1e-4, metavar="A",
+                       help="largest absolute output difference --check accepts (default 1e-4)")
+    out = p.add_argument_group("output")
+    out.add_argument("-o", "--output", metavar="PATH", help="trimmed model (default: MODEL.trimmed.onnx)")
+    out.add_argument("--report", metavar="PATH", help="JSON report (default: OUTPUT.report.json)")
+    out.add_argument("--dry-run", action="store_true", help="write the plan (JSON) instead of a model")
+    out.add_argument("--overwrite", action="store_true", help="replace existing outputs (never the input)")
+    out.add_argument("-q", "--quiet", action="store_true", help="no progress bars or table")
+    out.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    p.add_argument("--version", action="version", version=f"onnxtrim {__version__}")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrimConfig:
+    excluded = tuple(n for n in args.nodes_to_exclude.split(",") if n)
+    return TrimConfig(
+        model=args.model, data=args.data, apoz=args.apoz, fraction=args.fraction, plan=args.plan,
+        min_keep=args.min_keep, round_to=args.round_to, nodes_to_exclude=excluded,
+        max_samples=args.max_samples, batch_size=args.batch_size, holdout=args.holdout,
+        providers=tuple(p for p in args.providers.split(",") if p), save_stats=args.save_stats,
+        load_stats=args.load_stats, labels=args.labels, verify=not args.no_verify, check=args.check,
+        tolerance=args.tolerance, output=args.output, report=args.report, dry_run=args.dry_run,
+        overwrite=args.overwrite,
+    )
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    config = config_from_args(args)
+    console = Console(stderr=True, quiet=args.quiet)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} samples"),
+                  TimeElapsedColumn(), console=console, transient=True,
+                  disable=args.quiet or not console.is_terminal) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, samples: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task({"calibrate": "calibrating", "verify": "verifying"}.get(stage, stage),
+                                            total=None)
+            bar.advance(tasks[stage], samples)
+
+        result = trim(config, progress)
+    failure = _check_failure(config, result)
+    written = result.save(write_model=failure is None)
+    if not args.quiet:
+        _print_summary(Console(soft_wrap=True), result, written)
+    if failure is not None:
+        raise failure
+    return 0
+
+
+def _check_failure(config: TrimConfig, result: TrimResult) -> VerificationError | None:
+    if not config.check or config.dry_run:
+        return None
+    if result.fidelity is None:
+        return VerificationError("--check found no samples to compare: give --data with at least one sample")
+    if result.fidelity.max_abs_diff > config.tolerance:
+        return VerificationError(
+            f"outputs differ by up to {result.fidelity.max_abs_diff:.3g} on {result.fidelity.samples} "
+            f"{result.fidelity.data} samples, above --tolerance {config.tolerance:g}; model not written")
+    return None
+
+
+def _print_summary(console: Console, result: TrimResult, written) -> None:
+    report = result.report
+    table = Table(title="onnxtrim: channel groups", title_justify="left")
+    for column in ("group", "producers", "channels", "max APoZ", "left alone because"):
+        table.add_column(column, overflow="fold")
+    changed = [g for g in report["groups"] if g["removed"]]
+    untouched = [g for g in report["groups"] if not g["removed"]]
+    for g in changed + untouched[: max(0, 12 - len(changed))]:
+        members = ", ".join(g["members"][:2]) + (f" +{len(g['members']) - 2}" if len(g["members"]) > 2 else "")
+        score = g["max_score"]
+        table.add_row(str(g["id"]), members, f"{g['size']} → {g['kept']}",
+                      "-" if score is None else f"{float(score):.3f}", "; ".join(g["reasons"][:1]))
+    hidden = len(report["groups"]) - table.row_count
+    if hidden > 0:
+        table.caption = f"{hidden} more groups left unchanged (see the JSON report)"
+    console.print(table)
+    c = report["cost"]
+    console.print(f"parameters {c['params_before']:,} → {c['params_after']:,} ({_pct(c['params_ratio'])})   "
+                  f"MACs/sample {c['macs_before']:,} → {c['macs_after']:,} ({_pct(c['macs_ratio'])})   "
+                  f"channels removed {report['removed_channels']}")
+    f = report["fidelity"]
+    if f is not None:
+        line = (f"fidelity on {f['samples']} {f['data']} samples: max |Δ| {float(f['max_abs_diff']):.3g}, "
+                f"cosine {float(f['mean_cosine']):.6f}")
+        if f["top1_agreement"] is not None:
+            line += f", top-1 agreement {float(f['top1_agreement']):.2%}"
+        if f["accuracy_original"] is not None:
+            line += f", accuracy {float(f['accuracy_original']):.2%} → {float(f['accuracy_trimmed']):.2%}"
+        console.print(line)
+    for path in written:
+        console.print(f"wrote {path}")
+
+
+def _pct(ratio) -> str:
+    return "n/a" if ratio is None else f"{ratio:.1%}"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main(sys.argv[1:]))
