@@ -25,6 +25,7 @@ from .calibration.feeds import model_input_specs
 from .config import TrimConfig
 from .criteria.apoz import APoZ
 from .errors import CalibrationError, ConfigError, PlanError
+from .gates import GateResult, evaluate
 from .metrics import cost
 from .passes.apply_plan import apply_plan
 from .plan import PrunePlan, structure_fingerprint
@@ -46,7 +47,12 @@ class TrimResult:
     report: dict[str, Any]
     stats: ChannelStats | None
     fidelity: Fidelity | None
+    gates: list[GateResult] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
+
+    @property
+    def failed_gates(self) -> list[GateResult]:
+        return [g for g in self.gates if not g.passed]
 
     @property
     def protected(self) -> tuple[Path, ...]:
@@ -127,6 +133,13 @@ def trim(config: TrimConfig, progress: Progress | None = None) -> TrimResult:
 
     before = cost(model)
     after = before if trimmed is None else cost(trimmed)
+    latency = _latency(config, model, trimmed, after.macs / before.macs if before.macs else None) \
+        if trimmed is not None and config.benchmarks else None
+    lap("bench")
+    first = latency["rows"][0] if latency else None
+    gates = evaluate(max_drop=config.max_drop, min_speedup=config.min_speedup, max_latency_ms=config.max_latency_ms,
+                     fidelity=fidelity, speedup=first["speedup"] if first else None,
+                     latency_ms=first["trimmed_ms"] if first else None)
     report = build_report(
         model_path=str(source.path), analysis=analysis, plan=plan, scores=scores,
         criterion={"name": plan.criterion, "threshold": None if config.plan else config.threshold,
@@ -135,7 +148,28 @@ def trim(config: TrimConfig, progress: Progress | None = None) -> TrimResult:
         samples=stats.samples if stats is not None else 0, before=before, after=after,
         fidelity=fidelity, timings=timings,
     )
-    return TrimResult(config, source, plan, trimmed, report, stats, fidelity)
+    report["latency"] = latency
+    report["gates"] = [g.to_dict() for g in gates]
+    return TrimResult(config, source, plan, trimmed, report, stats, fidelity, gates)
+
+
+def _latency(config: TrimConfig, model: onnx.ModelProto, trimmed: onnx.ModelProto,
+             macs_ratio: float | None) -> dict[str, Any]:
+    """Original and trimmed timed in one process, interleaved (see `onnxtrim bench`)."""
+    from .bench.harness import BenchConfig, benchmark
+
+    result = benchmark([model, trimmed], BenchConfig(providers=config.providers, batch_sizes=config.bench_batch,
+                                                     runs=config.bench_runs, intra_op_threads=config.bench_threads),
+                       names=["original", "trimmed"])
+    medians = {(t.provider, t.batch, t.model): t.median_ms for t in result.timings}
+    rows = []
+    for provider, batch in dict.fromkeys((t.provider, t.batch) for t in result.timings):
+        original, after = medians[(provider, batch, "original")], medians[(provider, batch, "trimmed")]
+        rows.append({"provider": provider, "batch": batch, "original_ms": round(original, 4),
+                     "trimmed_ms": round(after, 4), "speedup": round(original / after, 4) if after else None})
+    return {"device": result.device, "io_binding": result.io_binding, "runs": config.bench_runs,
+            "threads": config.bench_threads, "macs_ratio": None if macs_ratio is None else round(macs_ratio, 6),
+            "rows": rows, "warnings": list(result.warnings)}
 
 
 def _statistics(config: TrimConfig, model: onnx.ModelProto, analysis: Analysis, data, inputs, fingerprint: str,

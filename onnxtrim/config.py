@@ -32,6 +32,13 @@ class TrimConfig:
     load_stats: str | Path | None = None
     plan: str | Path | None = None  # apply this saved plan instead of choosing channels
     dry_run: bool = False  # choose channels and write the plan, but no model
+    bench: bool = False  # time original and trimmed models on `providers`
+    bench_batch: tuple[int, ...] = (1,)
+    bench_runs: int = 50
+    bench_threads: int = 1
+    max_drop: float | None = None  # gates for deployment pipelines
+    min_speedup: float | None = None
+    max_latency_ms: float | None = None
     output: str | Path | None = None
     report: str | Path | None = None
     overwrite: bool = False
@@ -59,8 +66,20 @@ class TrimConfig:
             raise ConfigError("calibration data is required: pass --data DIR (or --load-stats / --plan)")
         if self.check and self.data is None:
             raise ConfigError("--check compares outputs on data: pass --data")
+        if self.bench_runs < 1 or self.bench_threads < 0 or not self.bench_batch or min(self.bench_batch) < 1:
+            raise ConfigError("--bench-runs and --bench-batch must be positive")
+        for flag, value in (("--max-drop", self.max_drop), ("--min-speedup", self.min_speedup),
+                            ("--max-latency-ms", self.max_latency_ms)):
+            if value is not None and value < 0:
+                raise ConfigError(f"{flag} must not be negative")
+        if self.max_drop is not None and self.data is None:
+            raise ConfigError("--max-drop compares outputs on data: pass --data")
         if self.plan is not None and (self.apoz is not None or self.fraction is not None):
             raise ConfigError("--plan fixes the channels to remove: drop --apoz/--fraction")
+
+    @property
+    def benchmarks(self) -> bool:
+        return self.bench or self.min_speedup is not None or self.max_latency_ms is not None
 
     @property
     def threshold(self) -> float | None:

@@ -21,6 +21,7 @@ from ..errors import (
     PlanError,
     VerificationError,
 )
+from ..gates import AccuracyGateError, LatencyGateError, SpeedupGateError
 
 # Documented in README.md ("Exit codes"); tests pin every entry.
 EXIT_OK = 0
@@ -35,6 +36,9 @@ EXIT_CODES: dict[type[OnnxTrimError], int] = {
     DependencyError: 7,
     PlanError: 8,
     PassError: 9,
+    AccuracyGateError: 10,
+    SpeedupGateError: 11,
+    LatencyGateError: 12,
 }
 
 

@@ -13,7 +13,7 @@ from rich.table import Table
 from .. import __version__
 from ..api import TrimResult, trim
 from ..config import TrimConfig
-from ..errors import VerificationError
+from ..errors import ConfigError, VerificationError
 
 EPILOG = """\
 examples:
@@ -36,7 +36,9 @@ calibration data (--data):
 exit codes:
   0 ok, 1 internal error, 2 usage, 3 invalid or unsafe model, 4 bad calibration data,
   5 verification failed (--check), 6 cannot write output, 7 missing dependency,
-  8 plan does not match the model, 9 a graph rewrite failed
+  8 plan does not match the model, 9 a graph rewrite failed,
+  10 --max-drop gate failed, 11 --min-speedup gate failed, 12 --max-latency-ms gate failed
+  (gates fail after the model and report are written; the report lists every gate)
 """
 
 
@@ -77,6 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fail (exit code 5) when any output differs by more than --tolerance")
     check.add_argument("--tolerance", type=float, default=1e-4, metavar="A",
                        help="largest absolute output difference --check accepts (default 1e-4)")
+    gate = p.add_argument_group("latency and quality gates (for deployment pipelines)")
+    gate.add_argument("--bench", action="store_true",
+                      help="time original and trimmed models (interleaved, after warm-up) and report the speedup")
+    gate.add_argument("--bench-batch", default="1", metavar="1,8", help="batch sizes to time (default 1)")
+    gate.add_argument("--bench-runs", type=int, default=50, metavar="N", help="timed runs per model (default 50)")
+    gate.add_argument("--bench-threads", type=int, default=1, metavar="N",
+                      help="intra-op threads while timing (default 1; 0 lets onnxruntime choose)")
+    gate.add_argument("--max-drop", type=float, metavar="X",
+                      help="fail (exit 10) if accuracy drops by more than X (a fraction: 0.01 = one point); "
+                           "without --labels, top-1 disagreement (or 1 - cosine) must stay within X")
+    gate.add_argument("--min-speedup", type=float, metavar="Y",
+                      help="fail (exit 11) unless original/trimmed median latency >= Y (implies --bench)")
+    gate.add_argument("--max-latency-ms", type=float, metavar="Z",
+                      help="fail (exit 12) if the trimmed model's median latency exceeds Z ms (implies --bench)")
     out = p.add_argument_group("output")
     out.add_argument("-o", "--output", metavar="PATH", help="trimmed model (default: MODEL.trimmed.onnx)")
     out.add_argument("--report", metavar="PATH", help="JSON report (default: OUTPUT.report.json)")
@@ -96,9 +112,18 @@ def config_from_args(args: argparse.Namespace) -> TrimConfig:
         max_samples=args.max_samples, batch_size=args.batch_size, holdout=args.holdout,
         providers=tuple(p for p in args.providers.split(",") if p), save_stats=args.save_stats,
         load_stats=args.load_stats, labels=args.labels, verify=not args.no_verify, check=args.check,
-        tolerance=args.tolerance, output=args.output, report=args.report, dry_run=args.dry_run,
+        tolerance=args.tolerance, bench=args.bench, bench_batch=_ints(args.bench_batch, "--bench-batch"),
+        bench_runs=args.bench_runs, bench_threads=args.bench_threads, max_drop=args.max_drop,
+        min_speedup=args.min_speedup, max_latency_ms=args.max_latency_ms, output=args.output, report=args.report, dry_run=args.dry_run,
         overwrite=args.overwrite,
     )
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part)
+    except ValueError as exc:
+        raise ConfigError(f"{flag} takes comma-separated integers, got {text!r}") from exc
 
 
 def main(argv: Sequence[str]) -> int:
@@ -127,6 +152,8 @@ def main(argv: Sequence[str]) -> int:
         _print_summary(Console(soft_wrap=True), result, written)
     if failure is not None:
         raise failure
+    if result.failed_gates:
+        raise result.failed_gates[0].error()
     return 0
 
 
@@ -162,6 +189,16 @@ def _print_summary(console: Console, result: TrimResult, written) -> None:
     console.print(f"parameters {c['params_before']:,} → {c['params_after']:,} ({_pct(c['params_ratio'])})   "
                   f"MACs/sample {c['macs_before']:,} → {c['macs_after']:,} ({_pct(c['macs_ratio'])})   "
                   f"channels removed {report['removed_channels']}")
+    lat = report.get("latency")
+    if lat:
+        for row in lat["rows"]:
+            console.print(f"latency {row['provider'].replace('ExecutionProvider', '')} batch {row['batch']}: "
+                          f"{row['original_ms']:.3f} → {row['trimmed_ms']:.3f} ms median, speedup "
+                          f"{row['speedup']:.2f}× (MACs ratio {_pct(lat['macs_ratio'])})")
+    for gate in report.get("gates", []):
+        console.print(f"gate {gate['name']} {'passed' if gate['passed'] else 'FAILED'}: {gate['measure']} "
+                      f"{gate['value'] if gate['value'] is None else format(gate['value'], '.4g')} "
+                      f"(limit {gate['limit']:g})")
     f = report["fidelity"]
     if f is not None:
         line = (f"fidelity on {f['samples']} {f['data']} samples: max |Δ| {float(f['max_abs_diff']):.3g}, "

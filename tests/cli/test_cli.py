@@ -4,35 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
-import pytest
 
 from onnxtrim.cli import EXIT_CODES, exit_code_for
 from onnxtrim.errors import CalibrationError, ModelError, OnnxTrimError
-from tests.helpers.dead import dead_chain, write_npy_batches
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def onnxtrim(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "onnxtrim", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=environment, timeout=300)
-
-
-@pytest.fixture()
-def case(tmp_path):
-    path = tmp_path / "chain.onnx"
-    onnx.save(dead_chain([1, 4], [0, 3, 7]), path)
-    x = np.random.default_rng(0).standard_normal((40, 1, 8, 8)).astype(np.float32)
-    write_npy_batches(tmp_path / "calib", x, per_file=20)
-    return path, tmp_path / "calib"
-
+from tests.helpers.cli import ROOT, onnxtrim
 
 def test_trim_writes_model_and_report_and_prints_summary(case):
     path, calib = case
