@@ -10,7 +10,7 @@ Why onnxtrim does this itself instead of calling `onnx.external_data_helper`:
 - Tensors hide in many places: graph initializers, sparse initializers, `Constant` (or any) node attributes,
   `If`/`Loop`/`Scan` subgraphs, local functions and training-info graphs. `iter_tensors` walks them all.
 - `onnx.save(..., save_as_external_data=True)` appends to an existing data file and mutates the model it is
-  given; `write_initializers` writes a fresh file from a copy instead.
+  given; `serialize_with_external_data` writes a fresh file and leaves the model alone, without copying it.
 """
 
 from __future__ import annotations
