@@ -10,7 +10,7 @@ Why onnxtrim does this itself instead of calling `onnx.external_data_helper`:
 - Tensors hide in many places: graph initializers, sparse initializers, `Constant` (or any) node attributes,
   `If`/`Loop`/`Scan` subgraphs, local functions and training-info graphs. `iter_tensors` walks them all.
 - `onnx.save(..., save_as_external_data=True)` appends to an existing data file and mutates the model it is
-  given; `write_initializers` writes a fresh file from a copy instead.
+  given; `serialize_with_external_data` writes a fresh file and leaves the model alone, without copying it.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 
 from .errors import ModelError
@@ -122,6 +124,10 @@ def iter_scopes(model: ModelProto) -> Iterator[Scope]:
     for func in model.functions:
         label = f"function {q(func.domain + '.' + func.name)}"
         todo.append(Scope(label, func.node, None, func.attribute_proto))
+    yield from _walk(todo)
+
+
+def _walk(todo: collections.deque[Scope]) -> Iterator[Scope]:
     while todo:
         scope = todo.popleft()
         yield scope
@@ -208,9 +214,10 @@ def uses_external_data(tensor: TensorProto) -> bool:
     return False
 
 
-def check_inline_tensor(ref: TensorRef) -> None:
+def check_inline_tensor(ref: TensorRef) -> int:
     """Refuse an in-memory tensor whose data does not match its dims (the checker lets a long raw_data and
-    long typed fields through; a sliced weight would then silently carry garbage)."""
+    long typed fields through; a sliced weight would then silently carry garbage). Returns the raw_data
+    size, so that callers learn the model's size without a (slow, failing) 2 GiB serialization."""
     t = ref.tensor
     if uses_external_data(t):
         raise ModelError(f"{ref.where}: still references external data (not loaded); load it with "
@@ -221,14 +228,20 @@ def check_inline_tensor(ref: TensorRef) -> None:
         if nbytes is not None and size != nbytes:
             raise ModelError(f"{ref.where}: raw_data has {size} bytes but dims {_dims(t.dims)} of "
                              f"{_dtype(t.data_type)} need {nbytes}")
-        return
+        return size
     field_name, per_element = _TYPED_FIELD.get(t.data_type, (None, 0))
-    if field_name is None:
-        return
-    have = len(getattr(t, field_name))
-    need = math.prod(t.dims) * per_element
-    if have and have != need:
-        raise ModelError(f"{ref.where}: {field_name} has {have} values but dims {_dims(t.dims)} need {need}")
+    if field_name is not None:
+        have = len(getattr(t, field_name))
+        need = math.prod(t.dims) * per_element
+        if have and have != need:
+            raise ModelError(f"{ref.where}: {field_name} has {have} values but dims {_dims(t.dims)} need "
+                             f"{need}")
+    return 0
+
+
+def raw_data_bytes(model: ModelProto) -> int:
+    """Total raw_data bytes of the model's tensors (one copy of each, one at a time: no serialization)."""
+    return sum(len(ref.tensor.raw_data) for ref in iter_tensors(model))
 
 
 def validate_location(location: str, where: str) -> tuple[str, ...]:
@@ -409,39 +422,116 @@ def _align(offset: int, nbytes: int) -> int:
     return -(-offset // step) * step
 
 
-def write_initializers(model: ModelProto, data_file: BinaryIO, location: str,
-                       threshold: int = EXTERNAL_THRESHOLD) -> ModelProto:
-    """Return a copy of `model` whose initializers of `threshold` bytes or more (in every graph and
-    subgraph, stored as raw_data) are written to `data_file` and referenced by `location`.
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field: parsers accept fields in any order, so parts may be appended."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def is_repeated(field: FieldDescriptor) -> bool:
+    """Whether a protobuf field is repeated, across protobuf versions (`label` went away in 6)."""
+    repeated = getattr(field, "is_repeated", None)
+    return bool(repeated) if repeated is not None else field.label == FieldDescriptor.LABEL_REPEATED
+
+
+def _copy_fields(source: Message, target: Message, skip: str) -> None:
+    """Copy every set field but `skip`, without reading `skip` (ListFields would copy a GB of raw_data)."""
+    for desc in source.DESCRIPTOR.fields:
+        if desc.name == skip:
+            continue
+        if is_repeated(desc):
+            values = getattr(source, desc.name)
+            if len(values):
+                getattr(target, desc.name).extend(values)
+        elif not source.HasField(desc.name):
+            continue
+        elif desc.type == FieldDescriptor.TYPE_MESSAGE:
+            getattr(target, desc.name).CopyFrom(getattr(source, desc.name))
+        else:
+            setattr(target, desc.name, getattr(source, desc.name))
+
+
+class _DataWriter:
+    """Appends tensor bytes to a fresh data file, aligned, and points tensors at them. With `layout_only`
+    nothing is written: the caller gets the layout and a file of the right size to truncate to."""
+
+    def __init__(self, handle: BinaryIO, location: str, threshold: int, layout_only: bool) -> None:
+        self.handle, self.location, self.threshold = handle, location, threshold
+        self.layout_only = layout_only
+        self.position = self.count = 0
+
+    def wants(self, tensor: TensorProto) -> bool:
+        return tensor.data_type != TensorProto.STRING and tensor.HasField("raw_data")
+
+    def refer(self, tensor: TensorProto, raw: bytes) -> None:
+        """Write `raw` and make `tensor` (already without raw_data) refer to it."""
+        start = _align(self.position, len(raw))
+        if not self.layout_only:
+            self.handle.write(b"\0" * (start - self.position))
+            self.handle.write(raw)
+        self.position = start + len(raw)
+        self.count += 1
+        tensor.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", self.location), ("offset", str(start)), ("length", str(len(raw)))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+
+    def main_initializer(self, tensor: TensorProto) -> bytes:
+        """The serialized tensor, its data moved out if large, without copying the tensor first."""
+        if not self.wants(tensor):
+            return tensor.SerializeToString()
+        raw = tensor.raw_data
+        if len(raw) < self.threshold:
+            return tensor.SerializeToString()
+        meta = TensorProto()
+        _copy_fields(tensor, meta, skip="raw_data")
+        self.refer(meta, raw)
+        return meta.SerializeToString()
+
+    def subgraph_initializers(self, graph: GraphProto) -> None:
+        """Move large initializers of subgraphs out of `graph`, a copy, in place."""
+        for scope in _walk(collections.deque([Scope("graph", graph.node, graph)])):
+            for tensor in scope.graph.initializer if scope.graph is not None else ():
+                if self.wants(tensor) and len(raw := tensor.raw_data) >= self.threshold:
+                    tensor.ClearField("raw_data")
+                    self.refer(tensor, raw)
+
+
+def serialize_with_external_data(model: ModelProto, data_file: BinaryIO, location: str,
+                                 threshold: int = EXTERNAL_THRESHOLD, *, layout_only: bool = False) -> bytes:
+    """Serialize `model` with its initializers of `threshold` bytes or more (raw_data, in every graph and
+    subgraph) written to `data_file` and referenced by `location`; the model itself is not modified.
 
     Like onnx's default (convert_attribute=False), attribute tensors, sparse initializers and typed-field
-    tensors stay inline. `data_file` must be new and empty: offsets are counted from its start. The input
-    model is not modified (memory: the copy costs as much as the model, once).
+    tensors stay inline. `data_file` must be new and empty: offsets count from its start. Memory: the main
+    graph is serialized piecewise (everything but its initializers, then each initializer), so the model
+    is never copied whole; a model of several GB is saved in not much more memory than its own size.
+    Returns bytes that may exceed protobuf's 2 GiB limit: the caller checks.
+
+    `layout_only` writes no data but sizes `data_file` (sparse) as if it had: enough for the onnx checker,
+    which checks that data files exist and are regular but does not read them.
     """
-    out = ModelProto()
-    out.CopyFrom(model)
-    position = 0
-    count = 0
-    for ref in iter_tensors(out):
-        t = ref.tensor
-        if ref.kind != "initializer" or not t.HasField("raw_data") or t.data_type == TensorProto.STRING:
-            continue
-        raw = t.raw_data
-        if len(raw) < threshold:
-            continue
-        start = _align(position, len(raw))
-        if start > position:
-            data_file.write(b"\0" * (start - position))
-        data_file.write(raw)
-        position = start + len(raw)
-        t.ClearField("raw_data")
-        t.data_location = TensorProto.EXTERNAL
-        for key, value in (("location", location), ("offset", str(start)), ("length", str(len(raw)))):
-            entry = t.external_data.add()
-            entry.key, entry.value = key, value
-        count += 1
-    logger.debug("wrote %d initializers (%d bytes) to external data %s", count, position, location)
-    return out
+    writer = _DataWriter(data_file, location, threshold, layout_only)
+    head, rest = ModelProto(), GraphProto()
+    _copy_fields(model, head, skip="graph")
+    _copy_fields(model.graph, rest, skip="initializer")
+    writer.subgraph_initializers(rest)
+    parts = [rest.SerializeToString()]
+    parts += [_field(5, writer.main_initializer(t)) for t in model.graph.initializer]  # 5: initializer
+    graph = b"".join(parts)
+    if layout_only:
+        data_file.truncate(writer.position)
+    logger.debug("wrote %d initializers (%d bytes) to external data %s", writer.count, writer.position,
+                 location)
+    return head.SerializeToString() + (_field(7, graph) if model.HasField("graph") else b"")  # 7: graph
 
 
 def refuse_unloaded(model: ModelProto) -> None:
@@ -454,7 +544,8 @@ def refuse_unloaded(model: ModelProto) -> None:
 
 
 __all__ = [
-    "EXTERNAL_THRESHOLD", "MAX_BYTES", "MAX_DIM", "ExternalRef", "Scope", "TensorRef", "check_inline_tensor",
-    "iter_scopes", "iter_tensors", "load_external_data", "open_data_file", "parse_external", "q",
-    "refuse_unloaded", "tensor_nbytes", "uses_external_data", "validate_location", "write_initializers",
+    "EXTERNAL_THRESHOLD", "MAX_BYTES", "MAX_DIM", "ExternalRef", "Scope", "TensorRef",
+    "check_inline_tensor", "is_repeated", "iter_scopes", "iter_tensors", "load_external_data",
+    "open_data_file", "parse_external", "q", "raw_data_bytes", "refuse_unloaded",
+    "serialize_with_external_data", "tensor_nbytes", "uses_external_data", "validate_location",
 ]

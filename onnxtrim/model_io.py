@@ -32,13 +32,15 @@ from google.protobuf.message import EncodeError, Message
 from .errors import ModelError, OutputError
 from .external_data import (
     check_inline_tensor,
+    is_repeated,
     iter_scopes,
     iter_tensors,
     load_external_data,
     q,
+    raw_data_bytes,
     refuse_unloaded,
+    serialize_with_external_data,
     validate_location,
-    write_initializers,
 )
 
 logger = logging.getLogger(__name__)
@@ -84,8 +86,8 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
         model = _read_proto(resolved)
         _check_header(model)
         data_files = load_external_data(model, resolved.parent)
-        _check_contents(model)
-        _run_checker(model, full=True, path=resolved)
+        raw_bytes = _check_contents(model)
+        _run_checker(model, full=True, path=resolved, raw_bytes=raw_bytes)
     except ModelError as exc:
         raise ModelError(f"{shown}: {exc}") from None
     logger.debug("loaded %s (%d external data file(s))", resolved, len(data_files))
@@ -97,12 +99,12 @@ def check_model(model: onnx.ModelProto, *, full: bool = True) -> None:
 
     Runs the header checks, onnxtrim's tensor and name checks (what the onnx checker lets through), then
     the onnx checker, with shape inference if `full`. A model over 2 GiB is written to a temporary
-    directory with external data and checked by path (slow, but protobuf allows nothing else). A model
+    directory with a sparse stand-in data file and checked by path (protobuf allows nothing else). A model
     still referencing external data is refused: the in-memory checker would resolve it against the cwd.
     """
     _check_header(model)
-    _check_contents(model)
-    _run_checker(model, full=full, path=None)
+    raw_bytes = _check_contents(model)
+    _run_checker(model, full=full, path=None, raw_bytes=raw_bytes)
 
 
 def _read_proto(path: Path) -> onnx.ModelProto:
@@ -136,11 +138,6 @@ def _read_proto(path: Path) -> onnx.ModelProto:
     return model
 
 
-def _is_repeated(field: FieldDescriptor) -> bool:
-    repeated = getattr(field, "is_repeated", None)  # protobuf >= 6; `label` before
-    return bool(repeated) if repeated is not None else field.label == FieldDescriptor.LABEL_REPEATED
-
-
 _TEXT_AND_MESSAGE_FIELDS: dict[str, tuple[list[FieldDescriptor], list[FieldDescriptor]]] = {}
 
 
@@ -159,11 +156,11 @@ def _check_text_fields(model: onnx.ModelProto) -> None:
             fields = _TEXT_AND_MESSAGE_FIELDS[descriptor.full_name] = (text, nested)
         for field in fields[0]:
             values = getattr(message, field.name)
-            for value in values if _is_repeated(field) else (values,):
+            for value in values if is_repeated(field) else (values,):
                 if not isinstance(value, str):
                     raise ModelError(f"invalid UTF-8 in field {field.name!r} of a {descriptor.name}")
         for field in fields[1]:
-            if _is_repeated(field):
+            if is_repeated(field):
                 todo.extend(getattr(message, field.name))
             elif message.HasField(field.name):
                 todo.append(getattr(message, field.name))
@@ -193,10 +190,10 @@ def _check_header(model: onnx.ModelProto) -> None:
                                  f"in {scope.label}; onnxtrim never loads custom-op libraries")
 
 
-def _check_contents(model: onnx.ModelProto) -> None:
-    """What the onnx checker lets through: tensor sizes, long raw_data, SSA and dangling graph outputs."""
-    for ref in iter_tensors(model):
-        check_inline_tensor(ref)
+def _check_contents(model: onnx.ModelProto) -> int:
+    """What the onnx checker lets through: tensor sizes, long raw_data, SSA and dangling graph outputs.
+    Returns the bytes of raw tensor data, to choose between checking in memory and by path."""
+    raw_bytes = sum(check_inline_tensor(ref) for ref in iter_tensors(model))
     graph = model.graph
     defined = {v.name for v in graph.input} | {t.name for t in graph.initializer}
     defined |= {s.values.name for s in graph.sparse_initializer}
@@ -212,16 +209,14 @@ def _check_contents(model: onnx.ModelProto) -> None:
     for output in graph.output:
         if output.name not in produced and output.name not in defined:
             raise ModelError(f"graph output {q(output.name)} is produced by nothing")
+    return raw_bytes
 
 
-def _run_checker(model: onnx.ModelProto, *, full: bool, path: Path | None) -> None:
+def _run_checker(model: onnx.ModelProto, *, full: bool, path: Path | None, raw_bytes: int) -> None:
+    """The onnx checker in memory, or by path when the model is too large for one protobuf message
+    (`raw_bytes` says so without a serialization that would fail only after seconds of work)."""
     refuse_unloaded(model)
-    try:
-        payload: bytes | None = model.SerializeToString()
-    except (EncodeError, ValueError):
-        payload = None
-    if payload is not None and len(payload) > _IN_MEMORY_CHECK_LIMIT:
-        payload = None
+    payload = _serialize(model, _IN_MEMORY_CHECK_LIMIT) if raw_bytes <= _IN_MEMORY_CHECK_LIMIT else None
     try:
         if payload is not None:
             onnx.checker.check_model(payload, full_check=full)
@@ -231,9 +226,10 @@ def _run_checker(model: onnx.ModelProto, *, full: bool, path: Path | None) -> No
             with tempfile.TemporaryDirectory(prefix="onnxtrim-check-") as tmp:
                 target = Path(tmp) / "model.onnx"
                 with open(target.with_name("model.onnx.data"), "xb") as data_file:
-                    skeleton = write_initializers(model, data_file, "model.onnx.data")
-                target.write_bytes(_serialize(skeleton, target))
-                del skeleton
+                    payload = serialize_with_external_data(model, data_file, "model.onnx.data",
+                                                           layout_only=True)
+                target.write_bytes(_fits(payload, target))
+                del payload
                 onnx.checker.check_model(os.fspath(target), full_check=full)
     except OutputError as exc:
         raise ModelError(f"cannot check model: {exc}") from None
@@ -241,12 +237,17 @@ def _run_checker(model: onnx.ModelProto, *, full: bool, path: Path | None) -> No
         raise ModelError(f"onnx checker: {_one_line(exc)}") from None
 
 
-def _serialize(model: onnx.ModelProto, dest: Path) -> bytes:
+def _serialize(model: onnx.ModelProto, limit: int) -> bytes | None:
+    """The model's bytes, or None when they would exceed `limit` (or protobuf's own 2 GiB)."""
     try:
         payload = model.SerializeToString()
     except (EncodeError, ValueError):
-        payload = None
-    if payload is None or len(payload) > _PROTOBUF_LIMIT:
+        return None
+    return payload if len(payload) <= limit else None
+
+
+def _fits(payload: bytes, dest: Path) -> bytes:
+    if len(payload) > _PROTOBUF_LIMIT:
         raise OutputError(f"{dest}: model protobuf is over 2 GiB even with initializers moved to external "
                           "data (large attribute tensors?)")
     return payload
@@ -266,16 +267,12 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, overwrit
     _check_targets([final], protected, overwrite)  # fail before serializing a large model
     refuse_unloaded(model)
     payload = None
-    if external_data is not True:
-        try:
-            payload = model.SerializeToString()
-        except (EncodeError, ValueError):
-            payload = None
-        too_big = payload is None or len(payload) > _PROTOBUF_LIMIT
-        if external_data is False and too_big:
+    if external_data is False:
+        payload = _serialize(model, _PROTOBUF_LIMIT)
+        if payload is None:
             raise OutputError(f"{final}: model protobuf is over 2 GiB; save it with external data")
-        if too_big or (external_data is None and len(payload or b"") > _AUTO_EXTERNAL_BYTES):
-            payload = None
+    elif external_data is None and raw_data_bytes(model) <= _AUTO_EXTERNAL_BYTES:
+        payload = _serialize(model, _AUTO_EXTERNAL_BYTES)
     data_path = final.with_name(final.name + ".data") if payload is None else None
     targets = [final] + ([data_path] if data_path is not None else [])
     _check_targets(targets, protected, overwrite)
@@ -287,10 +284,8 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, overwrit
             except ModelError as exc:
                 raise OutputError(f"{final}: unusable as an external data file name: {exc}") from None
             with _open_new(stage / data_path.name) as data_file:
-                skeleton = write_initializers(model, data_file, location)
+                payload = _fits(serialize_with_external_data(model, data_file, location), final)
                 _sync(data_file)
-            payload = _serialize(skeleton, final)
-            del skeleton
         _write_new(staged, payload or b"")
         pairs = ([(stage / data_path.name, data_path)] if data_path is not None else []) + [(staged, final)]
         _publish(pairs, overwrite)

@@ -304,3 +304,33 @@ def test_rollback_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(KeyboardInterrupt):
         save_model(matmul_model(), tmp_path / "m.onnx", external_data=True, overwrite=True)
     assert {k: v[:3] for k, v in snapshot(tmp_path).items()} == {k: v[:3] for k, v in before.items()}
+
+
+#   b ──If──▶ y     then: Add(x, w_then) with a 4 KiB subgraph initializer; else: Mul(x, w) (outer weight)
+RICH = """
+<ir_version: 8, opset_import: ["": 17, "local": 1], producer_name: "test", doc_string: "rich">
+g (bool b, float[4,256] x) => (float[4,256] y) <float[4,256] w = {0.0}, float[3] small = {1.0, 2.0, 3.0}> {
+    y = If (b) <then_branch = t () => (float[4,256] o1) <float[4,256] w_then = {0.0}> { o1 = Add(x, w_then) },
+                else_branch = e () => (float[4,256] o2) { o2 = local.Times(x, w) }>
+}
+<domain: "local", opset_import: ["": 17]>
+Times (a, c) => (r) { r = Mul(a, c) }
+"""
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_round_trip_is_exact(tmp_path: Path, external: bool) -> None:
+    """Saved (piecewise, for external data) and loaded again, the model compares equal field by field."""
+    model = onnx.parser.parse_model(RICH)
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(WEIGHT, "w"))
+    model.graph.node[0].attribute[0].g.initializer[0].CopyFrom(numpy_helper.from_array(WEIGHT + 1, "w_then"))
+    model.metadata_props.add(key="k", value="v")
+    before = model.SerializeToString()
+    written = save_model(model, tmp_path / "m.onnx", external_data=external)
+    assert model.SerializeToString() == before
+    assert load_model(written[0]).model == model
+    if external:
+        raw = onnx.load(written[0], load_external_data=False)
+        moved = [raw.graph.initializer[0], raw.graph.node[0].attribute[0].g.initializer[0]]
+        assert all(t.data_location == onnx.TensorProto.EXTERNAL for t in moved)
+        assert not raw.graph.initializer[1].external_data  # 12 bytes: stays inline
