@@ -12,6 +12,7 @@ from collections.abc import Callable
 from math import prod
 
 import numpy as np
+import onnx_graphsurgeon as gs
 
 from .. import ir
 from .rule_context import Barrier, RuleContext, SliceEdit, SplitEdit, Tracked
@@ -164,7 +165,8 @@ def elementwise(ctx: RuleContext) -> None:
         if size == 1:
             continue
         if const is None or size != len(first.elems):
-            raise Barrier(f"{ctx.node.op} node '{ctx.name}' combines channels with '{ctx.input(i).name}', which cannot be sliced")
+            raise Barrier(f"{ctx.node.op} node '{ctx.name}' combines channels with {_origin(ctx.input(i))}, "
+                          "which carries no removable channels")
         slices.append((i, axis))
     for t in tracked.values():
         if t is not first:
@@ -172,6 +174,16 @@ def elementwise(ctx: RuleContext) -> None:
     for i, axis in slices:
         ctx.slice_param(i, axis, first.elems)
     ctx.set_output(0, Tracked(out_axis, first.elems))
+
+
+def _origin(tensor) -> str:
+    """A tensor named with what made it, so a reason reads 'output of LayerNormalization ...'."""
+    if isinstance(tensor, gs.Constant):
+        return f"constant '{tensor.name}' of another size"
+    node = ir.producer(tensor)
+    if node is None:
+        return f"graph input '{tensor.name}'"
+    return f"'{tensor.name}' (output of {node.op} '{node.name or node.op}')"
 
 
 def unary(ctx: RuleContext) -> None:

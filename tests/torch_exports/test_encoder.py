@@ -13,7 +13,8 @@ What the analysis finds, on both exports:
   shape is built from Shape(ids) because batch and sequence are dynamic); the attention MatMul
   of two activations is never reached;
 - residual stream (output projection and fc2 channels, hidden 32): blocked at the residual Add,
-  "Add node ... combines channels with '<LayerNormalization output>', which cannot be sliced".
+  "Add node ... combines channels with '<name>' (output of LayerNormalization '...'), which carries no
+  removable channels".
   The stream itself is the output of a LayerNormalization, which creates no channel space, so
   the Add meets an untracked activation before any channel reaches the next LayerNorm: the
   LayerNormalization rule ("normalises over the channel axis") is never what blocks them;
@@ -174,7 +175,8 @@ def test_analysis_finds_mlp_groups_and_blocks_attention_and_residual(exported):
             g = groups[f"layers.{i}.{name}"]
             assert g.size == HIDDEN and len(g.prunable) == 0
             (reason,) = g.reasons()
-            assert reason.startswith("Add node '") and reason.endswith("', which cannot be sliced")
+            assert reason.startswith("Add node '") and reason.endswith("which carries no removable channels")
+            assert "(output of LayerNormalization '" in reason
             other = reason.split("combines channels with '")[1].split("'")[0]
             (norm,) = [n for n in producers.values() if other in [t.name for t in n.outputs]]
             assert norm.op == "LayerNormalization"
