@@ -26,17 +26,37 @@ def to_graph(model: onnx.ModelProto) -> gs.Graph:
     constant: graphsurgeon would fold it into a constant and drop the input, so it is
     imported as a plain input and restored by `to_model`.
     """
-    model = _without_intermediate_shapes(model)
     overridable = _overridable_names(model)
     if overridable:
-        kept = [t for t in model.graph.initializer if t.name not in overridable]
-        del model.graph.initializer[:]
-        model.graph.initializer.extend(kept)
+        stripped = onnx.ModelProto()
+        stripped.CopyFrom(model)
+        del stripped.graph.initializer[:]
+        stripped.graph.initializer.extend(t for t in model.graph.initializer if t.name not in overridable)
+        model = stripped
+    graph = gs.import_onnx(model)
+    fresh = {vi.name: vi for vi in _inferred_shapes(model, data_prop=True)}
+    boundary = {t.name for t in model.graph.input} | {t.name for t in model.graph.output}
+    for tensor in graph.tensors().values():
+        if isinstance(tensor, gs.Variable) and tensor.name not in boundary:
+            info = fresh.get(tensor.name)
+            tensor.shape = None if info is None else _dims(info)
+            tensor.dtype = None if info is None else _dtype(info)
+    return graph
+
+
+def _dims(info: onnx.ValueInfoProto) -> list[int | str | None] | None:
+    tensor_type = info.type.tensor_type
+    if not tensor_type.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim]
+
+
+def _dtype(info: onnx.ValueInfoProto) -> np.dtype | None:
+    elem_type = info.type.tensor_type.elem_type
     try:
-        model = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception as exc:  # noqa: BLE001 - inference is best-effort; rules then see unknown shapes
-        log.debug("shape inference failed: %s", exc)
-    return gs.import_onnx(model)
+        return onnx.helper.tensor_dtype_to_np_dtype(elem_type) if elem_type else None
+    except (KeyError, ValueError):
+        return None
 
 
 def to_model(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:
@@ -54,24 +74,48 @@ def to_model(graph: gs.Graph, template: onnx.ModelProto) -> onnx.ModelProto:
     model.metadata_props.extend(template.metadata_props)
     del model.functions[:]
     model.functions.extend(template.functions)
-    model = _without_intermediate_shapes(model)
-    try:
-        model = onnx.shape_inference.infer_shapes(model)
-    except Exception as exc:  # noqa: BLE001
-        log.debug("shape inference of the rewritten model failed: %s", exc)
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(_inferred_shapes(model, data_prop=False))
     return model
+
+
+# Initializers up to this many elements keep their values during shape inference: shape
+# tensors, axes and split sizes are small, and data propagation needs their values.
+_SHAPE_DATA_LIMIT = 64
+
+
+def _inferred_shapes(model: onnx.ModelProto, *, data_prop: bool) -> list[onnx.ValueInfoProto]:
+    """Intermediate shapes of `model`, inferred on a copy without its weights.
+
+    Shape inference serialises the whole model twice; weights only contribute their shapes,
+    so large ones are declared as typed inputs instead. That makes inference cost
+    independent of the model's size in bytes.
+    """
+    skeleton = onnx.ModelProto()
+    skeleton.ir_version = model.ir_version
+    skeleton.opset_import.extend(model.opset_import)
+    skeleton.functions.extend(model.functions)
+    graph = skeleton.graph
+    graph.node.extend(model.graph.node)
+    graph.input.extend(model.graph.input)
+    graph.output.extend(model.graph.output)
+    declared = {i.name for i in model.graph.input}
+    for init in model.graph.initializer:
+        if int(np.prod(init.dims, dtype=np.int64)) <= _SHAPE_DATA_LIMIT:
+            graph.initializer.append(init)
+        elif init.name not in declared:
+            graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    try:
+        inferred = onnx.shape_inference.infer_shapes(skeleton, data_prop=data_prop)
+    except Exception as exc:  # noqa: BLE001 - inference is best-effort; rules then see unknown shapes
+        log.debug("shape inference failed: %s", exc)
+        return []
+    return list(inferred.graph.value_info)
 
 
 def _overridable_names(model: onnx.ModelProto) -> set[str]:
     inputs = {i.name for i in model.graph.input}
     return {t.name for t in model.graph.initializer if t.name in inputs}
-
-
-def _without_intermediate_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    del copy.graph.value_info[:]
-    return copy
 
 
 def node_label(node: gs.Node, index: int) -> str:
@@ -119,6 +163,24 @@ def const_value(tensor: gs.Tensor) -> np.ndarray | None:
             return np.asarray(value.values if isinstance(value, gs.Constant) else value)
         else:
             return None
+        seen += 1
+    return None
+
+
+def const_shape(tensor: gs.Tensor) -> tuple[int, ...] | None:
+    """The shape of the constant behind a tensor, without loading its values.
+
+    Rules that only need a weight's shape use this, so analysing a large model does not read
+    its weights at all.
+    """
+    seen = 0
+    while seen < 64:
+        if isinstance(tensor, gs.Constant):
+            return tuple(int(d) for d in tensor.shape)
+        if len(tensor.inputs) != 1 or tensor.inputs[0].op != "Identity" or not tensor.inputs[0].inputs:
+            value = const_value(tensor)
+            return None if value is None else tuple(value.shape)
+        tensor = tensor.inputs[0].inputs[0]
         seen += 1
     return None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import prod
 
+import numpy as np
 import onnx
 
 from . import ir
@@ -22,20 +23,20 @@ class Cost:
 
 def cost(model: onnx.ModelProto) -> Cost:
     graph = ir.to_graph(model)
-    params = sum(int(t.values.size) for t in graph.tensors().values() if _is_parameter(t))
+    params = sum(prod(t.shape) for t in graph.tensors().values() if _is_parameter(t))
     macs = 0
     for node in graph.nodes:
         out = ir.shape_of(node.outputs[0]) if node.outputs else None
         if out is None:
             continue
         out_elems = prod(d if isinstance(d, int) else 1 for d in out)
-        weight = ir.const_value(node.inputs[1]) if len(node.inputs) > 1 else None
+        weight = ir.const_shape(node.inputs[1]) if len(node.inputs) > 1 else None
         if node.op == "Conv" and weight is not None:
-            macs += out_elems * prod(weight.shape[1:])
+            macs += out_elems * prod(weight[1:])
         elif node.op == "ConvTranspose" and weight is not None:
             x = ir.shape_of(node.inputs[0])
             if x is not None:
-                macs += prod(d if isinstance(d, int) else 1 for d in x) * prod(weight.shape[1:])
+                macs += prod(d if isinstance(d, int) else 1 for d in x) * prod(weight[1:])
         elif node.op in ("Gemm", "MatMul"):
             a = ir.shape_of(node.inputs[0])
             if a is not None and a:
@@ -47,4 +48,4 @@ def cost(model: onnx.ModelProto) -> Cost:
 def _is_parameter(tensor) -> bool:
     import onnx_graphsurgeon as gs
 
-    return isinstance(tensor, gs.Constant) and tensor.values.dtype.kind == "f"
+    return isinstance(tensor, gs.Constant) and np.dtype(tensor.dtype).kind == "f"

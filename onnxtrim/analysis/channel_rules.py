@@ -44,16 +44,16 @@ def conv(ctx: RuleContext) -> None:
     depthwise: only the `group` attribute decides.
     """
     ctx.require_single_output()
-    weight = ctx.const(1)
+    weight = ctx.const_shape(1)
     if weight is None:
         raise Barrier(f"Conv node '{ctx.name}' has non-constant weights")
     if ctx.tracked(1) or ctx.tracked(2):
         raise Barrier(f"Conv node '{ctx.name}': channels reach its weights")
     bias = ctx.input(2)
-    if bias is not None and ctx.const(2) is None:
+    if bias is not None and ctx.const_shape(2) is None:
         raise Barrier(f"Conv node '{ctx.name}' has a non-constant bias")
     group = int(ctx.attr("group", 1))
-    c_out, per_group_in = int(weight.shape[0]), int(weight.shape[1])
+    c_out, per_group_in = int(weight[0]), int(weight[1])
     x = ctx.tracked(0)
     if x is not None and x.axis != 1:
         raise Barrier(f"Conv node '{ctx.name}' reads channels on axis {x.axis}, not 1")
@@ -81,10 +81,10 @@ def conv(ctx: RuleContext) -> None:
 def gemm(ctx: RuleContext) -> None:
     """Gemm: Y = alpha·A'·B' + beta·C; consumes A's K axis and produces B's N axis."""
     ctx.require_single_output()
-    b = ctx.const(1)
+    b = ctx.const_shape(1)
     if ctx.tracked(1) is not None or ctx.tracked(2) is not None:
         raise Barrier(f"Gemm node '{ctx.name}': channels reach B or C")
-    if b is None or b.ndim != 2:
+    if b is None or len(b) != 2:
         raise Barrier(f"Gemm node '{ctx.name}' has a non-constant B")
     trans_a, trans_b = int(ctx.attr("transA", 0)), int(ctx.attr("transB", 0))
     a = ctx.tracked(0)
@@ -93,26 +93,26 @@ def gemm(ctx: RuleContext) -> None:
             raise Barrier(f"Gemm node '{ctx.name}' reads channels on its M axis")
         ctx.consume(0)
         ctx.slice_param(1, 1 if trans_b else 0, a.elems)
-    n = int(b.shape[0] if trans_b else b.shape[1])
-    c = ctx.const(2) if ctx.input(2) is not None else None
+    n = int(b[0] if trans_b else b[1])
+    c = ctx.const_shape(2) if ctx.input(2) is not None else None
     blocked = None
     if ctx.input(2) is not None and c is None:
         blocked = f"Gemm node '{ctx.name}' has a non-constant C"
     out = ctx.new_space(n, blocked=blocked)
     ctx.slice_param(1, 0 if trans_b else 1, out)
-    if c is not None and c.ndim >= 1 and c.shape[-1] == n and n > 1:
-        ctx.slice_param(2, c.ndim - 1, out)
+    if c is not None and len(c) >= 1 and c[-1] == n and n > 1:
+        ctx.slice_param(2, len(c) - 1, out)
     ctx.set_output(0, Tracked(1, out))
 
 
 def matmul(ctx: RuleContext) -> None:
     """MatMul with a constant right operand: consumes A's last axis, produces B's last axis."""
-    b = ctx.const(1)
+    b = ctx.const_shape(1)
     if ctx.tracked(1) is not None or b is None:
         if ctx.tracked_inputs():
             raise Barrier(f"MatMul node '{ctx.name}' multiplies two activations (attention-like)")
         return
-    if b.ndim < 2:
+    if len(b) < 2:
         raise Barrier(f"MatMul node '{ctx.name}' has a 1-D right operand")
     a = ctx.tracked(0)
     rank_a = ctx.rank(0)
@@ -122,10 +122,10 @@ def matmul(ctx: RuleContext) -> None:
         if a.axis != rank_a - 1:
             raise Barrier(f"MatMul node '{ctx.name}' reads channels on an axis other than the last")
         ctx.consume(0)
-        ctx.slice_param(1, b.ndim - 2, a.elems)
-    out = ctx.new_space(int(b.shape[-1]))
-    ctx.slice_param(1, b.ndim - 1, out)
-    ctx.set_output(0, Tracked(max(rank_a, b.ndim) - 1, out))
+        ctx.slice_param(1, len(b) - 2, a.elems)
+    out = ctx.new_space(int(b[-1]))
+    ctx.slice_param(1, len(b) - 1, out)
+    ctx.set_output(0, Tracked(max(rank_a, len(b)) - 1, out))
 
 
 # ---- channel-preserving ops ---------------------------------------------------------------
@@ -156,9 +156,9 @@ def elementwise(ctx: RuleContext) -> None:
         axis = out_axis - (out_rank - ranks[i])
         if axis < 0:
             continue
-        const = ctx.const(i)
+        const = ctx.const_shape(i)
         if const is not None:
-            size = const.shape[axis]
+            size = const[axis]
         else:
             shape = ctx.shape(i)
             size = shape[axis] if shape is not None else None
@@ -211,7 +211,7 @@ def channel_first(params: tuple[int, ...] = ()) -> Rule:
         for i in params:
             if ctx.input(i) is None:
                 continue
-            if ctx.const(i) is None:
+            if ctx.const_shape(i) is None:
                 raise Barrier(f"{ctx.node.op} node '{ctx.name}' has a non-constant parameter input {i}")
             ctx.slice_param(i, 0, x.elems)
         ctx.set_output(0, x)
@@ -439,7 +439,7 @@ def concat(ctx: RuleContext) -> None:
         if i in tracked:
             parts.append(tracked[i].elems)
             continue
-        shape = ctx.shape(i) if ctx.const(i) is None else ctx.const(i).shape
+        shape = ctx.const_shape(i) or ctx.shape(i)
         if shape is None or not isinstance(shape[axis], int):
             raise Barrier(f"Concat node '{ctx.name}': input {i} has an unknown channel count")
         parts.append(ctx.fixed(int(shape[axis]), f"Concat '{ctx.name}' input {i} carries channels of unknown origin"))

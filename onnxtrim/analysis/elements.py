@@ -17,7 +17,8 @@ class ElementTable:
 
     def __init__(self) -> None:
         self._parent: list[int] = []
-        self._blocked: dict[int, str] = {}  # element -> first reason (kept on roots after find)
+        self._blocked: dict[int, str] = {}  # element -> first reason recorded
+        self._frozen: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self._parent)
@@ -37,10 +38,19 @@ class ElementTable:
         return root
 
     def roots(self, elements: np.ndarray) -> np.ndarray:
+        if self._frozen is not None:
+            return self._frozen[elements]
         return np.fromiter((self.find(int(e)) for e in elements), dtype=np.int64, count=len(elements))
+
+    def freeze(self) -> None:
+        """Resolve every root once; later lookups are array indexing. No unions after this."""
+        self._frozen = np.fromiter((self.find(e) for e in range(len(self._parent))), dtype=np.int64,
+                                   count=len(self._parent))
 
     def union(self, a: np.ndarray, b: np.ndarray) -> None:
         """Unite a[i] with b[i] for every i."""
+        if self._frozen is not None:
+            raise RuntimeError("ElementTable is frozen")
         for x, y in zip(a.tolist(), b.tolist()):
             rx, ry = self.find(x), self.find(y)
             if rx == ry:

@@ -109,7 +109,7 @@ class Analysis:
         if not removed:
             return np.arange(len(elems))
         roots = self.table.roots(elems)
-        return np.flatnonzero([int(r) not in removed for r in roots])
+        return np.flatnonzero(~np.isin(roots, np.fromiter(removed, dtype=np.int64, count=len(removed))))
 
 
 def analyse(graph: gs.Graph) -> Analysis:
@@ -164,6 +164,7 @@ def analyse(graph: gs.Graph) -> Analysis:
         if name in tracked:
             table.block(tracked[name].elems, f"tensor '{name}' is read inside a control-flow subgraph")
 
+    table.freeze()
     groups, class_of_root = _build_groups(table, spaces)
     observations = _observations(graph, tracked, consumed)
     log.debug("analysis: %d groups, %d edits, %d observations, %d barriers",
@@ -172,6 +173,14 @@ def analyse(graph: gs.Graph) -> Analysis:
 
 
 def _build_groups(table: ElementTable, spaces: list[Space]) -> tuple[list[ChannelGroup], dict[int, tuple[int, int]]]:
+    """Spaces sharing any class form one group; classes are numbered by first appearance."""
+    if not spaces:
+        return [], {}
+    space_roots = [table.roots(space.elems) for space in spaces]
+    all_roots = np.concatenate(space_roots)
+    owner = np.repeat(np.arange(len(spaces)), [len(r) for r in space_roots])
+    unique_roots, first = np.unique(all_roots, return_index=True)
+    first_owner = owner[first][np.searchsorted(unique_roots, all_roots)]
     parent = list(range(len(spaces)))
 
     def find(i: int) -> int:
@@ -180,14 +189,11 @@ def _build_groups(table: ElementTable, spaces: list[Space]) -> tuple[list[Channe
             i = parent[i]
         return i
 
-    first_space: dict[int, int] = {}
-    space_roots = [table.roots(space.elems) for space in spaces]
-    for s, roots in enumerate(space_roots):
-        for r in roots.tolist():
-            owner = first_space.setdefault(r, s)
-            a, b = find(owner), find(s)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
+    linked = owner != first_owner
+    for a, b in np.unique(np.stack([owner[linked], first_owner[linked]], axis=1), axis=0).tolist():
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
 
     members: dict[int, list[int]] = {}
     for s in range(len(spaces)):
@@ -196,14 +202,11 @@ def _build_groups(table: ElementTable, spaces: list[Space]) -> tuple[list[Channe
     groups: list[ChannelGroup] = []
     class_of_root: dict[int, tuple[int, int]] = {}
     for gid, (_, indices) in enumerate(sorted(members.items())):
-        order: dict[int, int] = {}
-        for s in indices:
-            for r in space_roots[s].tolist():
-                order.setdefault(r, len(order))
-        roots = np.fromiter(order, dtype=np.int64, count=len(order))
-        blocked = {c: blocked_roots[int(r)] for c, r in enumerate(roots) if int(r) in blocked_roots}
-        for r, c in order.items():
-            class_of_root[r] = (gid, c)
+        roots_here = np.concatenate([space_roots[s] for s in indices])
+        _, order = np.unique(roots_here, return_index=True)
+        roots = roots_here[np.sort(order)]
+        blocked = {c: blocked_roots[r] for c, r in enumerate(roots.tolist()) if r in blocked_roots}
+        class_of_root.update((r, (gid, c)) for c, r in enumerate(roots.tolist()))
         groups.append(ChannelGroup(gid, tuple(spaces[s] for s in indices), roots, blocked))
     return groups, class_of_root
 

@@ -120,14 +120,19 @@ class RuleContext:
         tensor = self.input(i)
         return None if tensor is None else ir.const_value(tensor)
 
+    def const_shape(self, i: int) -> tuple[int, ...] | None:
+        """Shape of a constant input (None if not constant); never loads weight values."""
+        tensor = self.input(i)
+        return None if tensor is None else ir.const_shape(tensor)
+
     def shape(self, i: int) -> tuple[ir.Dim, ...] | None:
         tensor = self.input(i)
         return None if tensor is None else ir.shape_of(tensor)
 
     def rank(self, i: int) -> int | None:
-        const = self.const(i)
+        const = self.const_shape(i)
         if const is not None:
-            return const.ndim
+            return len(const)
         shape = self.shape(i)
         return None if shape is None else len(shape)
 
