@@ -7,6 +7,7 @@ committed to the analysis when the rule returns.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -201,3 +202,6 @@ class RuleContext:
         tensor = self.input(i)
         if tracked is not None and tensor is not None:
             self.consumed.append((tensor.name, tracked))
+
+
+Rule = Callable[[RuleContext], None]

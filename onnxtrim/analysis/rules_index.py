@@ -1,0 +1,220 @@
+"""Rules for ops that move channel indices: Flatten, Reshape, Transpose, Concat, Split, Slice."""
+
+from __future__ import annotations
+
+from math import prod
+
+import numpy as np
+
+from .. import ir
+from .rule_context import Barrier, RuleContext, SliceEdit, SplitEdit, Tracked
+from .rule_helpers import axes_of, normalise_axis, static_suffix
+
+
+def flatten(ctx: RuleContext) -> None:
+    """Flatten(axis=k): a channel becomes a block of `inner` consecutive positions of axis 1."""
+    x = ctx.only_data_tracked()
+    rank = ctx.rank(0)
+    if rank is None:
+        raise Barrier(f"Flatten node '{ctx.name}': input rank unknown")
+    k = normalise_axis(int(ctx.attr("axis", 1)), rank)
+    if x.axis < k:
+        raise Barrier(f"Flatten node '{ctx.name}' merges the channel axis into the batch axis")
+    dims = static_suffix(ctx, 0, k)
+    inner = prod(dims[x.axis - k + 1:])
+    outer = prod(dims[: x.axis - k])
+    ctx.set_output(0, Tracked(1, np.tile(np.repeat(x.elems, inner), outer)))
+
+
+def reshape(ctx: RuleContext) -> None:
+    """Reshape that keeps each channel's block of values contiguous on one output axis.
+
+    With input dims d and channel axis a, the block d[a:] becomes out[b:] when their
+    products agree; then each channel covers `inner / prod(out[b+1:])` positions of axis b.
+    A constant shape entry for axis b is rewritten to the surviving count. Reshapes that
+    split a channel across axes (attention head splits) are barriers.
+    """
+    x = ctx.only_data_tracked()
+    shape_spec = ctx.const(1)
+    if shape_spec is None:
+        raise Barrier(f"Reshape node '{ctx.name}' has a computed target shape")
+    dims = static_suffix(ctx, 0, x.axis)
+    block = prod(dims)
+    inner = prod(dims[1:])
+    out = ctx.out_shape(0)
+    if out is None:
+        raise Barrier(f"Reshape node '{ctx.name}': output shape unknown")
+    for b in range(len(out) - 1, -1, -1):
+        suffix = out[b:]
+        if not all(isinstance(d, int) for d in suffix) or prod(suffix) != block:  # type: ignore[arg-type]
+            continue
+        inner_out = prod(suffix[1:])  # type: ignore[arg-type]
+        if inner % inner_out != 0 or out[b] <= 1:
+            continue
+        elems = np.repeat(x.elems, inner // inner_out)
+        spec = shape_spec.reshape(-1)
+        if int(spec[b]) > 0:
+            ctx.count_edit(elems, input_index=1, position=b)
+        elif int(spec[b]) == 0 and (ctx.attr("allowzero", 0) or b != x.axis or inner_out != inner):
+            raise Barrier(f"Reshape node '{ctx.name}' copies a dimension that changes meaning")
+        ctx.set_output(0, Tracked(b, elems))
+        return
+    raise Barrier(f"Reshape node '{ctx.name}' splits or mixes channels across axes")
+
+
+def transpose(ctx: RuleContext) -> None:
+    x = ctx.only_data_tracked()
+    rank = ctx.rank(0)
+    perm = ctx.attr("perm")
+    if rank is None:
+        raise Barrier(f"Transpose node '{ctx.name}': input rank unknown")
+    perm = list(range(rank))[::-1] if perm is None else [int(p) for p in perm]
+    ctx.set_output(0, Tracked(perm.index(x.axis), x.elems))
+
+
+def squeeze(ctx: RuleContext) -> None:
+    x = ctx.only_data_tracked()
+    rank = ctx.rank(0)
+    if rank is None:
+        raise Barrier(f"Squeeze node '{ctx.name}': input rank unknown")
+    axes = axes_of(ctx, rank)
+    if axes is None:
+        shape = ctx.shape(0)
+        if shape is None or any(d is None or isinstance(d, str) for d in shape):
+            raise Barrier(f"Squeeze node '{ctx.name}' squeezes unknown axes")
+        axes = [i for i, d in enumerate(shape) if d == 1]
+    if x.axis in axes:
+        raise Barrier(f"Squeeze node '{ctx.name}' removes the channel axis")
+    ctx.set_output(0, Tracked(x.axis - sum(a < x.axis for a in axes), x.elems))
+
+
+def unsqueeze(ctx: RuleContext) -> None:
+    x = ctx.only_data_tracked()
+    rank = ctx.rank(0)
+    if rank is None:
+        raise Barrier(f"Unsqueeze node '{ctx.name}': input rank unknown")
+    raw = ctx.attr("axes")
+    if raw is None and ctx.const(1) is not None:
+        raw = ctx.const(1).reshape(-1).tolist()
+    if raw is None:
+        raise Barrier(f"Unsqueeze node '{ctx.name}' has computed axes")
+    axes = sorted(normalise_axis(int(a), rank + len(raw)) for a in raw)
+    position = x.axis
+    for a in axes:
+        if a <= position:
+            position += 1
+    ctx.set_output(0, Tracked(position, x.elems))
+
+
+def concat(ctx: RuleContext) -> None:
+    """Concat on the channel axis lays the inputs' elements end to end (offsets); inputs that
+    carry no channels there occupy fixed positions nothing may remove. Concat on another axis
+    couples the inputs like an elementwise op."""
+    ctx.require_single_output()
+    rank = ctx.rank(ctx.tracked_inputs()[0])
+    if rank is None:
+        raise Barrier(f"Concat node '{ctx.name}': input rank unknown")
+    axis = normalise_axis(int(ctx.attr("axis")), rank)
+    tracked = {i: ctx.tracked(i) for i in ctx.tracked_inputs()}
+    if any(t.axis != next(iter(tracked.values())).axis for t in tracked.values()):
+        raise Barrier(f"Concat node '{ctx.name}' joins inputs with channels on different axes")
+    channel_axis = next(iter(tracked.values())).axis
+    if axis != channel_axis:
+        if len(tracked) != ctx.n_inputs():
+            raise Barrier(f"Concat node '{ctx.name}' joins channel-carrying and plain inputs")
+        first = next(iter(tracked.values()))
+        for t in tracked.values():
+            if len(t.elems) != len(first.elems):
+                raise Barrier(f"Concat node '{ctx.name}' joins different channel counts")
+            if t is not first:
+                ctx.couple(first.elems, t.elems)
+        ctx.set_output(0, first)
+        return
+    parts = []
+    for i in range(ctx.n_inputs()):
+        if i in tracked:
+            parts.append(tracked[i].elems)
+            continue
+        shape = ctx.const_shape(i) or ctx.shape(i)
+        if shape is None or not isinstance(shape[axis], int):
+            raise Barrier(f"Concat node '{ctx.name}': input {i} has an unknown channel count")
+        parts.append(ctx.fixed(int(shape[axis]), f"Concat '{ctx.name}' input {i} carries channels of unknown origin"))
+    ctx.set_output(0, Tracked(axis, np.concatenate(parts)))
+
+
+def split(ctx: RuleContext) -> None:
+    """Split along the channel axis hands each output its range of elements; the split sizes
+    are rewritten to the surviving counts. Along another axis every output keeps the channels."""
+    x = ctx.only_data_tracked()
+    rank = ctx.rank(0)
+    if rank is None:
+        raise Barrier(f"Split node '{ctx.name}': input rank unknown")
+    axis = normalise_axis(int(ctx.attr("axis", 0)), rank)
+    n_out = len(ctx.node.outputs)
+    if axis != x.axis:
+        for i in range(n_out):
+            ctx.set_output(i, x)
+        return
+    sizes = ctx.attr("split") if ctx.opset < 13 else (ctx.const(1) if ctx.input(1) is not None else None)
+    if sizes is None and ctx.input(1) is not None:
+        raise Barrier(f"Split node '{ctx.name}' has computed split sizes")
+    if sizes is None:
+        total = len(x.elems)
+        chunk = -(-total // n_out)  # the last part may be smaller (opset 18 num_outputs)
+        sizes = [min(chunk, total - k * chunk) for k in range(n_out)]
+    sizes = [int(s) for s in np.asarray(sizes).reshape(-1)]
+    if sum(sizes) != len(x.elems) or len(sizes) != n_out:
+        raise Barrier(f"Split node '{ctx.name}': split sizes do not cover the channel axis")
+    bounds = np.cumsum([0, *sizes])
+    parts = tuple(x.elems[bounds[k]:bounds[k + 1]] for k in range(n_out))
+    for i, part in enumerate(parts):
+        ctx.set_output(i, Tracked(x.axis, part))
+        ctx.require_survivor(part, f"output {i} of Split node '{ctx.name}' needs a channel")
+    ctx.edit(SplitEdit(ctx.index, parts))
+
+
+def slice_op(ctx: RuleContext) -> None:
+    """Slice: axes other than the channel axis pass it through; a unit-step slice of the channel
+    axis keeps a contiguous range whose start and end follow the surviving channels."""
+    x = ctx.only_data_tracked()
+    rank = ctx.rank(0)
+    if rank is None or ctx.opset < 10:
+        raise Barrier(f"Slice node '{ctx.name}': input rank unknown or opset below 10")
+    starts, ends = ctx.const(1), ctx.const(2)
+    axes = ctx.const(3) if ctx.input(3) is not None else np.arange(len(starts) if starts is not None else 0)
+    steps = ctx.const(4) if ctx.input(4) is not None else None
+    if starts is None or ends is None or axes is None or (ctx.input(4) is not None and steps is None):
+        raise Barrier(f"Slice node '{ctx.name}' has computed bounds")
+    axes = [normalise_axis(int(a), rank) for a in axes.reshape(-1)]
+    if x.axis not in axes:
+        ctx.set_output(0, x)
+        return
+    k = axes.index(x.axis)
+    if steps is not None and int(steps.reshape(-1)[k]) != 1:
+        raise Barrier(f"Slice node '{ctx.name}' steps through the channel axis")
+    start, end, _ = slice(int(starts.reshape(-1)[k]), int(ends.reshape(-1)[k])).indices(len(x.elems))
+    end = max(start, end)
+    ctx.edit(SliceEdit(ctx.index, k, x.elems[:start], x.elems[start:end]))
+    ctx.require_survivor(x.elems[start:end], f"Slice node '{ctx.name}' needs a channel")
+    ctx.set_output(0, Tracked(x.axis, x.elems[start:end]))
+
+
+def shape_op(ctx: RuleContext) -> None:
+    """Shape reads dimensions, not values. It is safe while no consumer reads the channel count."""
+    x = ctx.only_data_tracked()
+    rank = ctx.rank(0)
+    if rank is None:
+        raise Barrier(f"Shape node '{ctx.name}': input rank unknown")
+    start = min(normalise_axis(int(ctx.attr("start", 0)), rank), rank)
+    end = ctx.attr("end")
+    end = rank if end is None else min(normalise_axis(int(end), rank), rank)
+    if not start <= x.axis < end:
+        return
+    position = x.axis - start
+    out = ctx.node.outputs[0]
+    if out.name in ctx.graph_outputs:
+        raise Barrier(f"Shape node '{ctx.name}' exposes the channel count as a graph output")
+    for consumer in out.outputs:
+        index = ir.const_value(consumer.inputs[1]) if consumer.op == "Gather" and len(consumer.inputs) > 1 else None
+        if index is None or position in (index.reshape(-1) % (end - start)).tolist():
+            raise Barrier(f"Shape node '{ctx.name}' exposes the channel count to node '{consumer.name}'")
