@@ -31,17 +31,13 @@ from google.protobuf.message import EncodeError, Message
 
 from .errors import ModelError, OutputError
 from .external_data import (
-    check_inline_tensor,
     is_repeated,
-    iter_scopes,
-    iter_tensors,
     load_external_data,
-    q,
-    raw_data_bytes,
     refuse_unloaded,
     serialize_with_external_data,
     validate_location,
 )
+from .tensor_walk import check_inline_tensor, iter_scopes, iter_tensors, q, raw_data_bytes
 
 logger = logging.getLogger(__name__)
 
