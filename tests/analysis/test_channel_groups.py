@@ -91,3 +91,12 @@ def test_every_group_has_an_observation_for_each_prunable_class(name):
     for g in analysis.groups:
         for c in g.prunable.tolist():
             assert (g.id, c) in seen, f"{name}: class {c} of group {g.members} is never observed"
+
+
+def test_second_graph_output_blocks_its_channels_and_single_channel_conv_is_not_depthwise():
+    analysis = analysis_of(models.MULTI_OUTPUT)
+    groups = {g.members: g for g in analysis.groups}
+    assert groups[("Conv#0",)].reasons() == ["channels reach graph output 'feat'"]
+    one = groups[("Conv#2",)]
+    assert one.size == 1 and not one.blocked  # its own group, not coupled to its input like a depthwise conv
+    assert len(analysis.groups) == 3

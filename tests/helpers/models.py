@@ -184,3 +184,15 @@ split (float[N,3,5,5] x, float[8,3,1,1] w0, float[2,3,1,1] wa, float[2,3,1,1] wb
 for _name, _value in (("st", [1]), ("en", [4]), ("ax", [1]), ("sizes", [3, 5])):
     SPLIT_SLICE.graph.initializer.append(numpy_helper.from_array(np.array(_value, dtype=np.int64), _name))
 del SPLIT_SLICE.graph.input[1:]
+
+# x ─Conv(3→4)─Relu─┬─▶ feat (a second graph output: these channels must stay)
+#                   └─Conv(4→1, group=1)─Relu─Conv(1→2)─▶ y   (one output channel is not depthwise)
+MULTI_OUTPUT = build("""
+multi (float[N,3,5,5] x, float[4,3,1,1] w0, float[1,4,3,3] w1, float[2,1,1,1] w2)
+    => (float[N,4,5,5] feat, float[N,2,5,5] y) {
+  a = Conv(x, w0)
+  feat = Relu(a)
+  b = Conv<pads=[1,1,1,1]>(feat, w1)
+  br = Relu(b)
+  y = Conv(br, w2)
+}""", ["w0", "w1", "w2"])
