@@ -14,8 +14,7 @@ from onnxtrim.plan import GroupPlan, PrunePlan, structure_fingerprint
 from tests.helpers import models
 from tests.helpers.plans import analysis_of, assert_masked_equivalent, random_feeds, random_plan, run
 
-PRUNABLE = ["CHAIN", "RESIDUAL", "CONCAT", "DEPTHWISE_SE", "GROUPED", "SHARED", "RESHAPE", "MLP", "SPLIT_SLICE",
-            "MULTI_OUTPUT"]
+PRUNABLE = ["CHAIN", "RESIDUAL", "CONCAT", "DEPTHWISE_SE", "GROUPED", "SHARED", "RESHAPE", "MLP", "SPLIT_SLICE"]
 
 
 @pytest.mark.parametrize("name", PRUNABLE)
