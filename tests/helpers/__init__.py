@@ -1,0 +1,1 @@
+"""Helpers shared by onnxtrim's tests: torch export of the model zoo and ONNX/onnxruntime utilities."""
