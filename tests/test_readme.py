@@ -41,3 +41,13 @@ def test_readme_trim_command_runs_on_the_shipped_example(tmp_path):
     before, after = re.findall(r"(\d+\.\d+)%", line.split("accuracy")[1])
     assert before == after
     assert "128 → 32" in done.stdout
+
+
+def test_readme_zoo_table_is_rendered_from_the_zoo_suite_results():
+    import json
+
+    from tests.zoo.render_coverage import rewrite
+
+    readme = (ROOT / "README.md").read_text()
+    coverage = json.loads((ROOT / "tests/zoo/coverage.json").read_text())
+    assert rewrite(readme, coverage) == readme, "run `python tests/zoo/render_coverage.py`"

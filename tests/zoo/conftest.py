@@ -99,3 +99,24 @@ def zoo_export(zoo_cache: ZooCache) -> Callable[[str, Exporter], Path]:
 def zoo_reference(zoo_cache: ZooCache) -> Callable[[str], tuple[np.ndarray, np.ndarray]]:
     """``zoo_reference(name) -> (example, expected)``: export input and torch output, numpy."""
     return zoo_cache.reference
+
+
+# Set ONNXTRIM_ZOO_COVERAGE=1 to rewrite tests/zoo/coverage.json from this run's analysis results
+# (then `python tests/zoo/render_coverage.py` renders the README table from it).
+_COVERAGE_ROWS: dict[str, dict] = {}
+
+
+@pytest.fixture(scope="module")
+def coverage_rows() -> dict[str, dict]:
+    return _COVERAGE_ROWS
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    import json
+    import os
+
+    if os.environ.get("ONNXTRIM_ZOO_COVERAGE") == "1" and _COVERAGE_ROWS:
+        target = Path(__file__).with_name("coverage.json")
+        merged = json.loads(target.read_text()) if target.exists() else {}
+        merged.update(_COVERAGE_ROWS)
+        target.write_text(json.dumps(dict(sorted(merged.items())), indent=1, sort_keys=True) + "\n")
