@@ -1,0 +1,91 @@
+"""Every benchmark script runs with --quick and writes JSON with its ratio fields.
+
+The numbers are not asserted (they depend on the machine); only that the scripts work end to end
+and that the fields a reader or a dashboard relies on are there and finite. The scripts share one
+temporary model cache, so resnet18 is exported once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("torchvision")
+pytest.importorskip("onnxruntime")
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = ROOT / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bench-cache")
+
+
+def run_quick(script: str, cache_dir: Path, tmp_path: Path, *extra: str) -> dict:
+    out = tmp_path / f"{script}.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / f"{script}.py"), "--quick", "--json", str(out), "--cache-dir", str(cache_dir),
+         *extra],
+        check=False, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT,
+    )
+    assert done.returncode == 0, f"{script} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert "command:" in done.stdout and "machine:" in done.stdout
+    return json.loads(out.read_text(encoding="utf-8"))
+
+
+def finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_calibration_cost(cache_dir, tmp_path):
+    data = run_quick("calibration_cost", cache_dir, tmp_path, "--no-profile")
+    assert data["benchmark"] == "calibration_cost" and data["machine"]["onnxruntime"]
+    entry = data["models"]["resnet18"]
+    for key in ("ratio_collect_over_plain_incl_session", "ratio_collect_over_plain_steady",
+                "ratio_naive_over_plain_incl_session", "ratio_naive_over_plain_steady"):
+        assert finite(entry[key]), key
+    assert entry["naive_check"].startswith("zero counts identical")
+
+
+def test_speedup(cache_dir, tmp_path):
+    data = run_quick("speedup", cache_dir, tmp_path)
+    variants = data["models"]["resnet18"]["variants"]
+    assert set(variants) == {"-30%", "-50%"}
+    for v in variants.values():
+        assert 0 < v["macs_ratio"] < 1
+        for batch in ("1", "8"):
+            assert finite(v["latency_ratio"][batch]) and finite(v["latency_over_macs"][batch])
+
+
+def test_analysis_time(cache_dir, tmp_path):
+    data = run_quick("analysis_time", cache_dir, tmp_path)
+    entry = data["models"]["resnet18"]
+    assert finite(entry["ratio_total_over_session"])
+    assert all(finite(entry["median"][k]) for k in ("to_graph_s", "analyse_s", "apply_plan_s", "total_s"))
+    assert len(data["profile"]["top_own_time"]) == 5
+
+
+def test_calibration_memory(cache_dir, tmp_path):
+    data = run_quick("calibration_memory", cache_dir, tmp_path)
+    assert finite(data["ratio_peak_rss_max_over_min"])
+    for source in ("generator", "npy"):
+        rows = data["results"][source]
+        assert [r["samples_seen"] for r in rows] == [32, 128]
+        assert finite(data["summary"][source]["ratio_peak_rss_max_over_min"])
+
+
+def test_probe_formulations(cache_dir, tmp_path):
+    data = run_quick("probe_formulations", cache_dir, tmp_path)
+    assert finite(data["ratio_current_over_plain"]) and finite(data["ratio_best_prototype_over_plain"])
+    for label, variant in data["variants"].items():
+        if label not in ("plain", "current", "current[z]"):
+            assert variant["check"].startswith("identical zero counts"), (label, variant["check"])
