@@ -19,6 +19,7 @@ from . import ir, model_io
 from .analysis.groups import Analysis, analyse
 from .calibration.batching import iter_batches
 from .calibration.collect import collect_stats
+from .calibration.probes import STAT_KINDS
 from .calibration.readers import open_data
 from .calibration.stats import ChannelStats
 from .calibration.feeds import model_input_specs
@@ -185,8 +186,10 @@ def _statistics(config: TrimConfig, model: onnx.ModelProto, analysis: Analysis, 
         return stats
     batches = iter_batches(data, inputs, batch_size=config.batch_size, max_samples=config.max_samples,
                            holdout=config.holdout, part="calibration")
+    # Only what the criterion reads, unless the statistics are kept for later trims.
+    kinds = STAT_KINDS if config.save_stats is not None else criterion.kinds
     stats = collect_stats(model, analysis, batches, fingerprint=fingerprint, providers=config.providers,
-                          on_batch=None if progress is None else (lambda n: progress("calibrate", n)))
+                          kinds=kinds, on_batch=None if progress is None else (lambda n: progress("calibrate", n)))
     if stats.samples == 0 and analysis.observations:
         raise CalibrationError(f"{data.description}: no calibration samples (all held out or none read)")
     return stats
