@@ -171,14 +171,36 @@ def _export(name: str, size: int, path: Path) -> None:
     import torchvision
 
     torch.manual_seed(0)
-    net = getattr(torchvision.models, name)(weights=None).eval()
-    x = torch.randn(1, 3, size, size)
+    if name == "encoder":
+        net, x = _encoder(torch), torch.randint(0, 1000, (1, size))
+    else:
+        net = getattr(torchvision.models, name)(weights=None).eval()
+        x = torch.randn(1, 3, size, size)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(net, (x,), str(tmp), dynamo=False, opset_version=OPSET, input_names=["input"],
                           output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
     os.replace(tmp, path)
+
+
+def _encoder(torch):
+    """A BERT-base-shaped encoder in plain torch (12 layers, 768 hidden, 12 heads, GELU MLP of 3072,
+    post-norm); `size` is the sequence length."""
+    nn = torch.nn
+
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(1000, 768)
+            layer = nn.TransformerEncoderLayer(768, 12, 3072, dropout=0.0, activation="gelu", batch_first=True)
+            self.layers = nn.TransformerEncoder(layer, 12, enable_nested_tensor=False)
+            self.head = nn.Linear(768, 2)
+
+        def forward(self, ids):
+            return self.head(self.layers(self.embed(ids))[:, 0])
+
+    return Encoder().eval()
 
 
 if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "export":

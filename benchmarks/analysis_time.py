@@ -159,14 +159,15 @@ def profile(model, plan, top: int = 5) -> dict:
 
 def main() -> int:
     p = _common.parser(__doc__.split("\n\n")[0])
-    p.add_argument("--models", default=None, help="torchvision models (default resnet18,resnet50,resnet101,vgg16_bn; "
+    p.add_argument("--models", default=None, help="torchvision models, or `encoder` for a BERT-base-shaped "
+                                                  "encoder (default resnet18,resnet50,resnet101,vgg16_bn,encoder; "
                                                   "resnet18 with --quick)")
     p.add_argument("--size", type=int, default=None, help="input height and width (default 224; 64 with --quick)")
     p.add_argument("--repeats", type=int, default=None, help="repetitions, median reported (default 3; 1 --quick)")
     p.add_argument("--profile-model", default=None,
                    help=f"model to run under cProfile (default {TARGET_MODEL}, or the first model if it is absent)")
     args = p.parse_args()
-    args.models = _common.csv(args.models or ("resnet18" if args.quick else "resnet18,resnet50,resnet101,vgg16_bn"))
+    args.models = _common.csv(args.models or ("resnet18" if args.quick else "resnet18,resnet50,resnet101,vgg16_bn,encoder"))
     args.size = args.size or (64 if args.quick else 224)
     args.repeats = args.repeats or (1 if args.quick else 3)
     profile_model = args.profile_model or (TARGET_MODEL if TARGET_MODEL in args.models else args.models[0])
