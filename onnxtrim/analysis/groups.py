@@ -211,7 +211,8 @@ def _build_groups(table: ElementTable, spaces: list[Space]) -> tuple[list[Channe
     return groups, class_of_root
 
 
-def _is_zero_producing(node: gs.Node) -> bool:
+def is_zero_producing(node: gs.Node) -> bool:
+    """Relu, or Clip with a lower bound of at least 0: its output is exactly zero where it is not positive."""
     if node.op == "Relu":
         return True
     if node.op == "Clip":
@@ -239,7 +240,7 @@ def _observations(graph: gs.Graph, tracked: dict[str, Tracked], consumed: list[t
             node = ir.producer(current)
             if node is None:
                 break
-            if node.op in ZERO_PRODUCING_ACTIVATIONS and _is_zero_producing(node):
+            if node.op in ZERO_PRODUCING_ACTIVATIONS and is_zero_producing(node):
                 point, point_tracked = current.name, tracked[current.name]
                 break
             if node.op not in ZERO_PRESERVING_OPS or not node.inputs or node.inputs[0].name not in tracked:

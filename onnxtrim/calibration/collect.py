@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import onnx
 
-from .. import runtime
-from ..analysis.groups import Analysis
+from .. import ir, runtime
+from ..analysis.groups import Analysis, is_zero_producing
 from ..errors import CalibrationError
 from .probes import STAT_KINDS, ObservedTensor, add_probes
 from .readers import Batch
@@ -27,7 +27,11 @@ def observed_tensors(analysis: Analysis) -> list[ObservedTensor]:
             log.debug("skipping observation of '%s': shape or type unknown", obs.tensor)
             continue
         elem_type = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(tensor.dtype))
-        observed.append(ObservedTensor(obs.tensor, obs.axis, len(tensor.shape), elem_type))
+        inner = tensor.shape[obs.axis + 1:]
+        spatial = int(np.prod(inner)) if all(isinstance(d, int) for d in inner) else None
+        producer = ir.producer(tensor)
+        observed.append(ObservedTensor(obs.tensor, obs.axis, len(tensor.shape), elem_type, channels=len(obs.elems),
+                                       spatial=spatial, nonnegative=producer is not None and is_zero_producing(producer)))
     return observed
 
 
@@ -64,8 +68,13 @@ def collect_stats(
             channels = len(next(iter(sums.values())))
             if "sum" in sums and not np.all(np.isfinite(sums["sum"])):
                 raise CalibrationError(f"{batch.origin}: tensor '{probe.tensor}' holds NaN or Inf values")
+            if probe.spatial is not None:  # per-sample zero fractions, summed: back to exact counts
+                count = samples * probe.spatial
+                sums["zeros"] = np.round(np.asarray(sums["zeros"], dtype=np.float64) * probe.spatial)
+            else:
+                count = int(by_name[probe.outputs["size"]]) // max(channels, 1)
             entry = stats.tensors.setdefault(probe.tensor, TensorStats.empty(probe.axis, channels, kinds))
-            entry.add(sums, int(by_name[probe.outputs["size"]]) // max(channels, 1), samples)
+            entry.add(sums, count, samples)
         if on_batch is not None:
             on_batch(samples)
     return stats
