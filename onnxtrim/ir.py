@@ -139,10 +139,6 @@ def shape_of(tensor: gs.Tensor) -> tuple[Dim, ...] | None:
     return tuple(d if isinstance(d, int) and d >= 0 else (d if isinstance(d, str) and d else None) for d in shape)
 
 
-def static_dims(dims: tuple[Dim, ...] | None) -> bool:
-    return dims is not None and all(isinstance(d, int) for d in dims)
-
-
 def const_value(tensor: gs.Tensor) -> np.ndarray | None:
     """The constant behind a tensor, looking through Identity and Constant nodes.
 

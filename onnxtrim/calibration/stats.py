@@ -48,19 +48,6 @@ class TensorStats:
         """Average percentage of zeros per channel (Hu et al. 2016)."""
         return self.sums["zeros"] / max(self.count, 1)
 
-    @property
-    def mean(self) -> np.ndarray:
-        return self.sums["sum"] / max(self.count, 1)
-
-    @property
-    def mean_abs(self) -> np.ndarray:
-        return self.sums["abs_sum"] / max(self.count, 1)
-
-    @property
-    def variance(self) -> np.ndarray:
-        mean = self.mean
-        return np.maximum(self.sums["sq_sum"] / max(self.count, 1) - mean * mean, 0.0)
-
 
 @dataclass
 class ChannelStats:
