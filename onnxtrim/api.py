@@ -19,10 +19,10 @@ from . import ir, model_io
 from .analysis.groups import Analysis, analyse
 from .calibration.batching import iter_batches
 from .calibration.collect import collect_stats
+from .calibration.feeds import model_input_specs
 from .calibration.probes import STAT_KINDS
 from .calibration.readers import open_data
 from .calibration.stats import ChannelStats
-from .calibration.feeds import model_input_specs
 from .config import TrimConfig
 from .criteria.apoz import APoZ
 from .errors import CalibrationError, ConfigError, PlanError

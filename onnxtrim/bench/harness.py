@@ -25,10 +25,11 @@ import numpy as np
 import onnx
 
 from .. import model_io
+from ..calibration.feeds import model_input_specs
 from ..errors import ConfigError, ModelError, OnnxTrimError
 from ..runtime import make_session, resolve_providers, session_uses_gpu
 from .device import cpu_name, gpu_name
-from .inputs import check_same_inputs, effective_batch, fit_feeds, input_specs, synthesize_feeds
+from .inputs import check_same_inputs, effective_batch, fit_feeds, synthesize_feeds
 from .runners import Runner, cuda_device_id, make_runner
 
 log = logging.getLogger(__name__)
@@ -337,7 +338,7 @@ def benchmark(
         raise ConfigError("no model to benchmark")
     labels = model_names(models, names)
     protos = load_models(models)
-    specs = [input_specs(m) for m in protos]
+    specs = [tuple(model_input_specs(m)) for m in protos]
     check_same_inputs(specs, labels)
     batches = [effective_batch(specs[0], b) for b in config.batch_sizes]
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
-import onnx
-from onnx import helper
 
+from ..calibration.feeds import InputSpec
 from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -22,83 +20,25 @@ log = logging.getLogger(__name__)
 #: Seed of the generator behind synthesised inputs, fixed so that repeated runs time the same data.
 SEED = 0
 
-Dim = int | str | None  # fixed size, symbolic name, or unnamed dynamic dimension
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """One graph input as the benchmark needs it.
-
-    `dims` is None when the model does not declare the input's rank at all.
-    """
-
-    name: str
-    dtype: np.dtype
-    dims: tuple[Dim, ...] | None
-
-    @property
-    def batched(self) -> bool:
-        """The first axis is dynamic, so the benchmark chooses its size (the batch size)."""
-        return bool(self.dims) and not isinstance(self.dims[0], int)
-
-    def describe(self) -> str:
-        shape = (
-            "?"
-            if self.dims is None
-            else "[" + ", ".join("?" if d is None else str(d) for d in self.dims) + "]"
-        )
-        return f"{self.name}: {self.dtype} {shape}"
-
-
-def _dim(d: onnx.TensorShapeProto.Dimension) -> Dim:
-    if d.HasField("dim_value"):
-        return int(d.dim_value)
-    if d.HasField("dim_param") and d.dim_param:
-        return d.dim_param
-    return None
-
-
-def input_specs(model: onnx.ModelProto) -> tuple[InputSpec, ...]:
-    """The inputs a caller must feed: graph inputs that are not also initializers.
-
-    Older exporters list every initializer as a graph input too; those have defaults and
-    feeding them would replace the weights, so they are left out.
-    """
-    initializers = {init.name for init in model.graph.initializer}
-    specs = []
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        if value.type.WhichOneof("value") != "tensor_type":
-            raise ConfigError(f"input {value.name!r} is not a tensor; only tensor inputs can be benchmarked")
-        tensor = value.type.tensor_type
-        try:
-            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(
-                f"input {value.name!r} has an unsupported element type {tensor.elem_type}"
-            ) from exc
-        dims = tuple(_dim(d) for d in tensor.shape.dim) if tensor.HasField("shape") else None
-        specs.append(InputSpec(value.name, dtype, dims))
-    return tuple(specs)
-
-
 def _compatible(first: InputSpec, other: InputSpec) -> bool:
     """Same dtype and rank; fixed sizes equal; dynamic where the first is dynamic.
 
     Symbolic names may differ (exporters rename them freely): the feeds are sized from the
     first model's names and fit any model whose dimension is also dynamic.
     """
-    if first.dtype != other.dtype or (first.dims is None) != (other.dims is None):
+    if first.dtype != other.dtype:
         return False
-    if first.dims is None or other.dims is None:
-        return True
-    if len(first.dims) != len(other.dims):
+    if len(first.shape) != len(other.shape):
         return False
     return all(
         isinstance(a, int) == isinstance(b, int) and (not isinstance(a, int) or a == b)
-        for a, b in zip(first.dims, other.dims, strict=True)
+        for a, b in zip(first.shape, other.shape, strict=True)
     )
+
+
+def _batched(spec: InputSpec) -> bool:
+    """The first axis is dynamic, so the benchmark chooses its size (the batch size)."""
+    return bool(spec.shape) and spec.static_batch is None
 
 
 def check_same_inputs(specs: Sequence[tuple[InputSpec, ...]], names: Sequence[str]) -> None:
@@ -114,8 +54,8 @@ def check_same_inputs(specs: Sequence[tuple[InputSpec, ...]], names: Sequence[st
         for key, spec in first.items():
             if not _compatible(spec, other[key]):
                 raise ConfigError(
-                    f"input {key!r} differs: {names[0]!r} has {spec.describe()}, "
-                    f"{name!r} has {other[key].describe()}"
+                    f"input {key!r} differs: {names[0]!r} has {spec.name}: {spec.dtype} {spec.describe_shape()}, "
+                    f"{name!r} has {other[key].dtype} {other[key].describe_shape()}"
                 )
 
 
@@ -125,9 +65,9 @@ def effective_batch(specs: Sequence[InputSpec], requested: int) -> int:
     A model whose inputs all have a fixed first dimension cannot run at another batch size;
     rather than time something other than what was asked, refuse with the size that works.
     """
-    if any(s.batched for s in specs):
+    if any(_batched(s) for s in specs):
         return requested
-    fixed = next((s.dims[0] for s in specs if s.dims), 1)
+    fixed = next((s.shape[0] for s in specs if s.shape), 1)
     if fixed != requested:
         raise ConfigError(
             f"the model's inputs have a fixed batch dimension of {fixed}; "
@@ -137,10 +77,8 @@ def effective_batch(specs: Sequence[InputSpec], requested: int) -> int:
 
 
 def _shape(spec: InputSpec, batch: int, dynamic_dims: Mapping[str, int]) -> tuple[int, ...]:
-    if spec.dims is None:
-        raise ConfigError(f"input {spec.name!r} has no declared shape; give input data instead")
     shape = []
-    for axis, d in enumerate(spec.dims):
+    for axis, d in enumerate(spec.shape):
         if isinstance(d, int):
             shape.append(d)
         elif axis == 0:
@@ -189,16 +127,14 @@ def _fit_one(spec: InputSpec, array: np.ndarray, batch: int) -> np.ndarray:
             raise ConfigError(f"input {spec.name!r} expects {spec.dtype}, the data given is {array.dtype}")
         log.debug("casting input %r from %s to %s", spec.name, array.dtype, spec.dtype)
         array = array.astype(spec.dtype)
-    if spec.dims is not None:
-        if array.ndim != len(spec.dims):
-            raise ConfigError(
-                f"input {spec.name!r} expects rank {len(spec.dims)}, the data given has "
-                f"shape {list(array.shape)}"
-            )
-        for axis, (d, n) in enumerate(zip(spec.dims, array.shape, strict=True)):
-            if isinstance(d, int) and d != n:
-                raise ConfigError(f"input {spec.name!r} axis {axis} must be {d}, the data given has {n}")
-    if spec.batched:
+    if array.ndim != len(spec.shape):
+        raise ConfigError(
+            f"input {spec.name!r} expects rank {len(spec.shape)}, the data given has shape {list(array.shape)}"
+        )
+    for axis, (d, n) in enumerate(zip(spec.shape, array.shape, strict=True)):
+        if isinstance(d, int) and d != n:
+            raise ConfigError(f"input {spec.name!r} axis {axis} must be {d}, the data given has {n}")
+    if _batched(spec):
         if array.shape[0] == 0:
             raise ConfigError(f"the data given for input {spec.name!r} is empty along the batch axis")
         array = array[np.arange(batch) % array.shape[0]]  # slice, or tile when there is too little

@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
+import onnx
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from ..bench.harness import BenchConfig, BenchResult, benchmark, load_models, model_names
-import onnx
-
 from ..calibration.feeds import model_input_specs
 from ..calibration.readers import open_data
 from ..errors import CalibrationError, ConfigError, OutputError

@@ -14,21 +14,21 @@ from onnxtrim.bench.inputs import (
     check_same_inputs,
     effective_batch,
     fit_feeds,
-    input_specs,
     synthesize_feeds,
 )
+from onnxtrim.calibration.feeds import model_input_specs
 from onnxtrim.errors import ConfigError
 
 
 def test_input_specs_skip_initializers_listed_as_inputs() -> None:
     model = make_matmul_chain(8, 1)
     model.graph.input.append(helper.make_tensor_value_info("w0", TensorProto.FLOAT, [8, 8]))
-    assert [s.name for s in input_specs(model)] == ["x"]
+    assert [s.name for s in model_input_specs(model)] == ["x"]
 
 
 def test_synthesised_inputs_respect_dtypes_and_dynamic_dims() -> None:
     mixed_inputs_model = make_mixed_inputs()
-    specs = input_specs(mixed_inputs_model)
+    specs = model_input_specs(mixed_inputs_model)
     feeds = synthesize_feeds(specs, batch=4, dynamic_dims={"seq": 7, "width": 5})
     assert feeds["ids"].dtype == np.int64 and feeds["ids"].shape == (4, 7)
     assert feeds["mask"].dtype == np.bool_ and feeds["mask"].shape == (4, 7)
@@ -38,7 +38,7 @@ def test_synthesised_inputs_respect_dtypes_and_dynamic_dims() -> None:
 
 def test_synthesised_inputs_are_reproducible() -> None:
     mixed_inputs_model = make_mixed_inputs()
-    specs = input_specs(mixed_inputs_model)
+    specs = model_input_specs(mixed_inputs_model)
     dims = {"seq": 3, "width": 2}
     a, b = synthesize_feeds(specs, 2, dims), synthesize_feeds(specs, 2, dims)
     for name in a:
@@ -47,7 +47,7 @@ def test_synthesised_inputs_are_reproducible() -> None:
 
 def test_unresolved_symbolic_dim_names_the_dim() -> None:
     mixed_inputs_model = make_mixed_inputs()
-    specs = input_specs(mixed_inputs_model)
+    specs = model_input_specs(mixed_inputs_model)
     with pytest.raises(ConfigError, match=r"'seq'.*--dim seq="):
         synthesize_feeds(specs, 1, {"width": 5})
 
@@ -70,21 +70,21 @@ def test_unnamed_dynamic_dim_beyond_batch_is_refused() -> None:
 def test_mismatched_inputs_are_a_config_error(other, match) -> None:
     base = make_matmul_chain(8, 1)
     with pytest.raises(ConfigError, match=match):
-        check_same_inputs([input_specs(base), input_specs(other)], ["base.onnx", "other.onnx"])
+        check_same_inputs([model_input_specs(base), model_input_specs(other)], ["base.onnx", "other.onnx"])
 
 
 def test_renamed_symbolic_dims_are_compatible() -> None:
     check_same_inputs(
         [
-            input_specs(make_matmul_chain(8, 1, batch_dim="N")),
-            input_specs(make_matmul_chain(8, 2, batch_dim="batch")),
+            model_input_specs(make_matmul_chain(8, 1, batch_dim="N")),
+            model_input_specs(make_matmul_chain(8, 2, batch_dim="batch")),
         ],
         ["a", "b"],
     )
 
 
 def test_static_batch_models_run_only_at_their_batch() -> None:
-    specs = input_specs(make_matmul_chain(8, 1, batch_dim=2))
+    specs = model_input_specs(make_matmul_chain(8, 1, batch_dim=2))
     assert effective_batch(specs, 2) == 2
     with pytest.raises(ConfigError, match="fixed batch dimension of 2"):
         effective_batch(specs, 1)

@@ -12,6 +12,7 @@ from onnxtrim.cli import EXIT_CODES, exit_code_for
 from onnxtrim.errors import CalibrationError, ModelError, OnnxTrimError
 from tests.helpers.cli import ROOT, onnxtrim
 
+
 def test_trim_writes_model_and_report_and_prints_summary(case):
     path, calib = case
     done = onnxtrim(path, "--data", calib, "--apoz", "1.0", "--check")
