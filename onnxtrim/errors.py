@@ -7,6 +7,12 @@ and the rule that was broken, and where possible what to do about it.
 from __future__ import annotations
 
 
+def one_line(detail: object, limit: int = 400) -> str:
+    """A library's (often multi-line) message as one line for our errors, cut at `limit` characters."""
+    line = " ".join(str(detail).split())
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
 class OnnxTrimError(Exception):
     """Base class of every error onnxtrim raises on purpose."""
 

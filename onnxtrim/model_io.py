@@ -29,7 +29,7 @@ import onnx
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import EncodeError, Message
 
-from .errors import ModelError, OutputError
+from .errors import ModelError, OutputError, one_line
 from .external_data import (
     is_repeated,
     load_external_data,
@@ -51,11 +51,6 @@ _AUTO_EXTERNAL_BYTES = 1_800_000_000
 _ALLOWED_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
 
 
-def _one_line(text: object, limit: int = 400) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[:limit] + "..."
-
-
 @dataclass
 class LoadedModel:
     """A validated model with its external data in memory, and the files it came from (to protect them)."""
@@ -75,7 +70,7 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     try:
         resolved = Path(path).resolve(strict=True)
     except (OSError, RuntimeError, ValueError) as exc:  # ValueError: a NUL in the path
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _one_line(exc)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc)
         raise ModelError(f"{shown!r}: cannot open model: {reason}" if "\x00" in shown
                          else f"{shown}: cannot open model: {reason}") from None
     try:
@@ -128,7 +123,7 @@ def _read_proto(path: Path) -> onnx.ModelProto:
     try:
         model.ParseFromString(data)
     except Exception as exc:  # noqa: BLE001 - the protobuf boundary: any parse failure of hostile bytes
-        raise ModelError(f"not an ONNX model (protobuf parse failed: {_one_line(exc, 120)})") from None
+        raise ModelError(f"not an ONNX model (protobuf parse failed: {one_line(exc, 120)})") from None
     if not model.HasField("graph"):
         raise ModelError("not an ONNX model (no graph)")
     return model
@@ -230,7 +225,7 @@ def _run_checker(model: onnx.ModelProto, *, full: bool, path: Path | None, raw_b
     except OutputError as exc:
         raise ModelError(f"cannot check model: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - the checker boundary: ValidationError, InferenceError, ...
-        raise ModelError(f"onnx checker: {_one_line(exc)}") from None
+        raise ModelError(f"onnx checker: {one_line(exc)}") from None
 
 
 def _serialize(model: onnx.ModelProto, limit: int) -> bytes | None:

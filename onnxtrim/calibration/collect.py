@@ -10,7 +10,7 @@ import onnx
 
 from .. import ir, runtime
 from ..analysis.groups import Analysis, is_zero_producing
-from ..errors import CalibrationError
+from ..errors import CalibrationError, one_line
 from .probes import STAT_KINDS, ObservedTensor, add_probes
 from .readers import Batch
 from .stats import ChannelStats, TensorStats
@@ -60,7 +60,7 @@ def collect_stats(
         try:
             values = runtime.run(session, names, batch.feeds)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise CalibrationError(f"{batch.origin}: onnxruntime failed on this batch: {_first_line(exc)}") from exc
+            raise CalibrationError(f"{batch.origin}: onnxruntime failed on this batch: {one_line(exc)}") from exc
         by_name = dict(zip(names, values))
         samples = len(batch.indices)
         for probe in probes:
@@ -79,7 +79,3 @@ def collect_stats(
             on_batch(samples)
     return stats
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

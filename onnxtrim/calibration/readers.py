@@ -32,7 +32,7 @@ import numpy as np
 from ..errors import CalibrationError
 from .batching import iter_batches
 from .feeds import Batch, DataSource, InputSpec, check_inputs, conform, model_input_specs
-from .safe_files import load_npy, load_npz, load_pb, natural_key, one_line, open_regular
+from .safe_files import describe, load_npy, load_npz, load_pb, natural_key, open_regular
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def _list_dir(path: str, display: str) -> tuple[list[os.DirEntry[str]], list[str
     except PermissionError as exc:
         raise CalibrationError(f"{display}: cannot list the directory: permission denied") from exc
     except OSError as exc:
-        raise CalibrationError(f"{display}: cannot list the directory ({one_line(exc)})") from exc
+        raise CalibrationError(f"{display}: cannot list the directory ({describe(exc)})") from exc
     kept, links = [], []
     for entry in entries:
         if entry.name.startswith("."):
@@ -245,7 +245,7 @@ def _load_factory(path: str, attr: str) -> Callable[[], Any]:
         exec(compile(source, full, "exec", dont_inherit=True), module.__dict__)  # noqa: S102
     except Exception as exc:
         sys.modules.pop(name, None)
-        raise CalibrationError(f"{path}: importing the reader file failed ({one_line(exc)})") from exc
+        raise CalibrationError(f"{path}: importing the reader file failed ({describe(exc)})") from exc
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise CalibrationError(f"{path}: defines no callable '{attr}'")
@@ -314,7 +314,7 @@ class _ReaderSource:
             try:
                 reader = self._fresh()
             except Exception as exc:
-                raise CalibrationError(f"{self.description}: the factory raised {one_line(exc)}") from exc
+                raise CalibrationError(f"{self.description}: the factory raised {describe(exc)}") from exc
         else:
             reader = self._obj
             if self._passes > 1:
@@ -327,7 +327,7 @@ class _ReaderSource:
                 try:
                     rewind()
                 except Exception as exc:
-                    raise CalibrationError(f"{self.description}: rewind() raised {one_line(exc)}") from exc
+                    raise CalibrationError(f"{self.description}: rewind() raised {describe(exc)}") from exc
         return self._chunks(self._items(reader))
 
     def _items(self, reader: object) -> Iterator[Any]:
@@ -346,7 +346,7 @@ class _ReaderSource:
             try:
                 item = get_next()
             except Exception as exc:
-                raise CalibrationError(f"{self.description}: reading data raised {one_line(exc)}") from exc
+                raise CalibrationError(f"{self.description}: reading data raised {describe(exc)}") from exc
             if item is end:
                 return
             yield item

@@ -32,6 +32,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .. import errors
 from ..errors import CalibrationError
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,9 @@ _PACKED_TYPES = {
 }
 
 
-def one_line(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     """Exception type and message on one line, for errors that wrap a library failure."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return errors.one_line(f"{type(exc).__name__}: {exc}" if str(exc).strip() else type(exc).__name__)
 
 
 @contextlib.contextmanager
@@ -80,7 +80,7 @@ def open_regular(path: str, origin: str) -> Iterator[tuple[BinaryIO, int]]:
     except OSError as exc:
         if os.path.islink(path):
             raise CalibrationError(f"{origin}: is a symbolic link; links are not followed") from exc
-        raise CalibrationError(f"{origin}: cannot open the file ({one_line(exc)})") from exc
+        raise CalibrationError(f"{origin}: cannot open the file ({describe(exc)})") from exc
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -93,7 +93,7 @@ def open_regular(path: str, origin: str) -> Iterator[tuple[BinaryIO, int]]:
         try:
             yield handle, info.st_size
         except OSError as exc:
-            raise CalibrationError(f"{origin}: read error ({one_line(exc)})") from exc
+            raise CalibrationError(f"{origin}: read error ({describe(exc)})") from exc
 
 
 def check_file_dtype(dtype: np.dtype, origin: str) -> None:
@@ -120,7 +120,7 @@ def _read_npy_header(fp: BinaryIO, origin: str) -> tuple[tuple[int, ...], bool, 
     except (CalibrationError, zipfile.BadZipFile):  # a CRC error belongs to the archive, not the header
         raise
     except Exception as exc:  # numpy raises ValueError, SyntaxError, TypeError... on crafted headers
-        raise CalibrationError(f"{origin}: not a valid .npy file ({one_line(exc)})") from exc
+        raise CalibrationError(f"{origin}: not a valid .npy file ({describe(exc)})") from exc
     if any(not isinstance(d, int) or d < 0 for d in shape):
         raise CalibrationError(f"{origin}: .npy header declares an invalid shape {shape}")
     check_file_dtype(dtype, origin)
@@ -149,7 +149,7 @@ def load_npy(path: str, origin: str) -> np.ndarray:
         try:
             return np.memmap(fp, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)
         except Exception as exc:
-            raise CalibrationError(f"{origin}: cannot map the array ({one_line(exc)})") from exc
+            raise CalibrationError(f"{origin}: cannot map the array ({describe(exc)})") from exc
 
 
 def _zip_declared_members(fp: BinaryIO, size: int) -> int | None:
@@ -230,7 +230,7 @@ def load_npz(path: str, origin: str) -> dict[str, np.ndarray]:
         except CalibrationError:
             raise
         except Exception as exc:  # BadZipFile, CRC errors, zlib.error, EOFError, NotImplementedError...
-            raise CalibrationError(f"{origin}: not a valid .npz archive ({one_line(exc)})") from exc
+            raise CalibrationError(f"{origin}: not a valid .npz archive ({describe(exc)})") from exc
 
 
 def _expected_field_count(tensor: onnx.TensorProto, count: int) -> int:
@@ -276,7 +276,7 @@ def tensor_to_array(tensor: onnx.TensorProto, origin: str) -> np.ndarray:
     try:
         return numpy_helper.to_array(tensor)
     except Exception as exc:
-        raise CalibrationError(f"{origin}: cannot convert the tensor ({one_line(exc)})") from exc
+        raise CalibrationError(f"{origin}: cannot convert the tensor ({describe(exc)})") from exc
 
 
 def load_pb(path: str, origin: str) -> tuple[str, np.ndarray]:
@@ -289,7 +289,7 @@ def load_pb(path: str, origin: str) -> tuple[str, np.ndarray]:
     try:
         tensor.ParseFromString(data)
     except Exception as exc:
-        raise CalibrationError(f"{origin}: not a serialized TensorProto ({one_line(exc)})") from exc
+        raise CalibrationError(f"{origin}: not a serialized TensorProto ({describe(exc)})") from exc
     if not tensor.HasField("data_type"):
         raise CalibrationError(f"{origin}: not a serialized TensorProto (no data type)")
     return tensor.name, tensor_to_array(tensor, origin)
