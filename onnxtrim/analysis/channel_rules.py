@@ -58,5 +58,3 @@ ZERO_PRESERVING_OPS = frozenset(
     {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape", "Transpose",
      "Squeeze", "Unsqueeze", "Identity", "Dropout", "Resize", "Upsample", "Relu", "LeakyRelu"}
 )
-# Activations whose output has exact zeros worth counting (APoZ is measured there).
-ZERO_PRODUCING_ACTIVATIONS = frozenset({"Relu", "Clip"})

@@ -16,7 +16,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .. import ir
-from .channel_rules import RULES, ZERO_PRESERVING_OPS, ZERO_PRODUCING_ACTIVATIONS
+from .channel_rules import RULES, ZERO_PRESERVING_OPS
 from .elements import ElementTable
 from .rule_context import Barrier, Edit, RuleContext, Tracked
 
@@ -240,7 +240,7 @@ def _observations(graph: gs.Graph, tracked: dict[str, Tracked], consumed: list[t
             node = ir.producer(current)
             if node is None:
                 break
-            if node.op in ZERO_PRODUCING_ACTIVATIONS and is_zero_producing(node):
+            if is_zero_producing(node):
                 point, point_tracked = current.name, tracked[current.name]
                 break
             if node.op not in ZERO_PRESERVING_OPS or not node.inputs or node.inputs[0].name not in tracked:

@@ -31,15 +31,22 @@ log = logging.getLogger(__name__)
 
 def apply_plan(model: onnx.ModelProto, plan: PrunePlan) -> onnx.ModelProto:
     """Return a new model without the channels `plan` removes; `model` is not modified."""
+    graph, analysis, removed = analysed_for(model, plan)
+    if removed:
+        rewrite(graph, analysis, removed)
+    return ir.to_model(graph, model)
+
+
+def analysed_for(model: onnx.ModelProto, plan: PrunePlan) -> tuple[gs.Graph, Analysis, set[int]]:
+    """Import and analyse `model`, check `plan` against it, and resolve what the plan removes.
+
+    Every pass that carries out a plan starts here, so none can skip a check.
+    """
     if plan.fingerprint != structure_fingerprint(model):
         raise PlanError("the plan was made for a model of another structure (fingerprint mismatch)")
     graph = ir.to_graph(model)
     analysis = analyse(graph)
-    removed = analysis.removed_roots(validated_keep(plan, analysis))
-    if not removed:
-        return ir.to_model(graph, model)
-    rewrite(graph, analysis, removed)
-    return ir.to_model(graph, model)
+    return graph, analysis, analysis.removed_roots(validated_keep(plan, analysis))
 
 
 def validated_keep(plan: PrunePlan, analysis: Analysis) -> dict[int, np.ndarray]:

@@ -17,16 +17,13 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from .. import ir
-from ..analysis.groups import analyse
 from ..errors import PassError
 from ..plan import PrunePlan
-from .apply_plan import validated_keep
+from .apply_plan import analysed_for
 
 
 def mask_channels(model: onnx.ModelProto, plan: PrunePlan) -> onnx.ModelProto:
-    graph = ir.to_graph(model)
-    analysis = analyse(graph)
-    removed = analysis.removed_roots(validated_keep(plan, analysis))
+    graph, analysis, removed = analysed_for(model, plan)
     tensors = graph.tensors()
     for k, (name, tracked) in enumerate(sorted(analysis.tracked.items())):
         surviving = analysis.surviving(tracked.elems, removed)
