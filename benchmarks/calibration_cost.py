@@ -89,9 +89,18 @@ def run_collect(model, analysis, fingerprint, batches, kinds=None):
     stamps: list[float] = []
     extra = {} if kinds is None else {"kinds": kinds}
     start = time.perf_counter()
-    stats = collect_stats(model, analysis, iter(batches), fingerprint=fingerprint, providers=PROVIDERS,
-                          on_batch=lambda _n: stamps.append(time.perf_counter()), **extra)
+    stats = collect_stats(model, analysis, _stamped(batches, stamps), fingerprint=fingerprint, providers=PROVIDERS,
+                          **extra)
+    stamps.append(time.perf_counter())  # the last batch is done once collect_stats returns
     return _finish(start, stamps), stats
+
+
+def _stamped(batches, stamps: list[float]):
+    """Yield the batches, noting the time each one after the first is asked for (= the previous one is done)."""
+    for k, batch in enumerate(batches):
+        if k:
+            stamps.append(time.perf_counter())
+        yield batch
 
 
 def run_naive(model, analysis, batches):

@@ -188,8 +188,8 @@ def _statistics(config: TrimConfig, model: onnx.ModelProto, analysis: Analysis, 
                            holdout=config.holdout, part="calibration")
     # Only what the criterion reads, unless the statistics are kept for later trims.
     kinds = STAT_KINDS if config.save_stats is not None else criterion.kinds
-    stats = collect_stats(model, analysis, batches, fingerprint=fingerprint, providers=config.providers,
-                          kinds=kinds, on_batch=None if progress is None else (lambda n: progress("calibrate", n)))
+    stats = collect_stats(model, analysis, _counted(batches, "calibrate", progress), fingerprint=fingerprint,
+                          providers=config.providers, kinds=kinds)
     if stats.samples == 0 and analysis.observations:
         raise CalibrationError(f"{data.description}: no calibration samples (all held out or none read)")
     return stats
@@ -197,22 +197,22 @@ def _statistics(config: TrimConfig, model: onnx.ModelProto, analysis: Analysis, 
 
 def _verify(config: TrimConfig, model, trimmed, data, inputs, progress: Progress | None) -> Fidelity | None:
     labels = _read_labels(config.labels) if config.labels is not None else None
-    on_batch = None if progress is None else (lambda n: progress("verify", n))
     for part in ("holdout", "calibration") if config.holdout > 0 else ("calibration",):
         batches = iter_batches(data, inputs, batch_size=config.batch_size, max_samples=config.max_samples,
                                holdout=config.holdout, part=part)
-        fidelity = compare(model, trimmed, _counted(batches, on_batch), data=part,
+        fidelity = compare(model, trimmed, _counted(batches, "verify", progress), data=part,
                            providers=config.providers, labels=labels)
         if fidelity is not None:
             return fidelity
     return None
 
 
-def _counted(batches, on_batch):
+def _counted(batches, stage: str, progress: Progress | None):
+    """Report each batch to `progress` once the consumer has finished with it."""
     for batch in batches:
         yield batch
-        if on_batch is not None:
-            on_batch(len(batch.indices))
+        if progress is not None:
+            progress(stage, len(batch.indices))
 
 
 def _read_labels(path: str | Path) -> np.ndarray:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import onnx
@@ -43,7 +43,6 @@ def collect_stats(
     fingerprint: str,
     providers: Sequence[str] = ("cpu",),
     kinds: tuple[str, ...] = STAT_KINDS,
-    on_batch: Callable[[int], None] | None = None,
 ) -> ChannelStats:
     """Run every batch once and return the summed statistics of each observed tensor.
 
@@ -75,7 +74,5 @@ def collect_stats(
                 count = int(by_name[probe.outputs["size"]]) // max(channels, 1)
             entry = stats.tensors.setdefault(probe.tensor, TensorStats.empty(probe.axis, channels, kinds))
             entry.add(sums, count, samples)
-        if on_batch is not None:
-            on_batch(samples)
     return stats
 
