@@ -61,9 +61,9 @@ def pipeline(model, plan) -> dict[str, float]:
     t0 = time.perf_counter()
     graph = ir.to_graph(model)
     t1 = time.perf_counter()
-    analyse(graph)
+    analysis = analyse(graph)
     t2 = time.perf_counter()
-    apply_plan(model, plan)
+    apply_plan(model, plan, analysis)
     t3 = time.perf_counter()
     return {"to_graph_s": t1 - t0, "analyse_s": t2 - t1, "apply_plan_s": t3 - t2, "total_s": t3 - t0}
 
@@ -136,8 +136,7 @@ def _short(key) -> str:
 def profile(model, plan, top: int = 5) -> dict:
     profiler = cProfile.Profile()
     profiler.enable()
-    analyse(ir.to_graph(model))
-    apply_plan(model, plan)
+    apply_plan(model, plan, analyse(ir.to_graph(model)))
     profiler.disable()
     stats = pstats.Stats(profiler)
     stats.calc_callees()

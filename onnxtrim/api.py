@@ -122,7 +122,7 @@ def trim(config: TrimConfig, progress: Progress | None = None) -> TrimResult:
                          fingerprint=fingerprint, criterion=criterion.name)
     lap("plan")
 
-    trimmed = None if config.dry_run else apply_plan(model, plan)
+    trimmed = None if config.dry_run else apply_plan(model, plan, analysis)
     if trimmed is not None:
         model_io.check_model(trimmed)
     lap("rewrite")

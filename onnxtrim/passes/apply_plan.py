@@ -29,24 +29,41 @@ from ..plan import PrunePlan, structure_fingerprint
 log = logging.getLogger(__name__)
 
 
-def apply_plan(model: onnx.ModelProto, plan: PrunePlan) -> onnx.ModelProto:
-    """Return a new model without the channels `plan` removes; `model` is not modified."""
-    graph, analysis, removed = analysed_for(model, plan)
-    if removed:
+def apply_plan(model: onnx.ModelProto, plan: PrunePlan, analysis: Analysis | None = None) -> onnx.ModelProto:
+    """Return a new model without the channels `plan` removes; `model` is not modified.
+
+    `analysis`, if given, must be `analyse(ir.to_graph(model))`: passing the one the plan was
+    made from saves analysing the model twice. It is checked against the model, not trusted.
+    """
+    graph, analysis, removed = analysed_for(model, plan, analysis)
+    if removed.any():
         rewrite(graph, analysis, removed)
     return ir.to_model(graph, model)
 
 
-def analysed_for(model: onnx.ModelProto, plan: PrunePlan) -> tuple[gs.Graph, Analysis, set[int]]:
+def analysed_for(model: onnx.ModelProto, plan: PrunePlan,
+                 analysis: Analysis | None = None) -> tuple[gs.Graph, Analysis, np.ndarray]:
     """Import and analyse `model`, check `plan` against it, and resolve what the plan removes.
 
-    Every pass that carries out a plan starts here, so none can skip a check.
+    Every pass that carries out a plan starts here, so none can skip a check. A given
+    analysis is reused for a fresh import of the model (its edits name nodes by position in
+    topological order, which importing the same model reproduces) once the two graphs are
+    seen to hold the same nodes wired the same way.
     """
     if plan.fingerprint != structure_fingerprint(model):
         raise PlanError("the plan was made for a model of another structure (fingerprint mismatch)")
     graph = ir.to_graph(model)
-    analysis = analyse(graph)
+    if analysis is None:
+        analysis = analyse(graph)
+    else:
+        graph.toposort()
+        if _wiring(graph) != _wiring(analysis.graph):
+            raise PassError("apply_plan: the analysis given was made from another model")
     return graph, analysis, analysis.removed_roots(validated_keep(plan, analysis))
+
+
+def _wiring(graph: gs.Graph) -> list[tuple]:
+    return [(n.op, n.name, tuple(t.name for t in n.inputs), tuple(t.name for t in n.outputs)) for n in graph.nodes]
 
 
 def validated_keep(plan: PrunePlan, analysis: Analysis) -> dict[int, np.ndarray]:
@@ -75,7 +92,7 @@ def validated_keep(plan: PrunePlan, analysis: Analysis) -> dict[int, np.ndarray]
     return keep
 
 
-def rewrite(graph: gs.Graph, analysis: Analysis, removed: set[int]) -> None:
+def rewrite(graph: gs.Graph, analysis: Analysis, removed: np.ndarray) -> None:
     """Apply the analysis' edits for the removed classes to `graph` in place."""
     nodes = graph.nodes
     slices: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = defaultdict(list)

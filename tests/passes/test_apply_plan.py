@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onnxtrim.errors import PlanError
+from onnxtrim.errors import PassError, PlanError
 from onnxtrim.passes.apply_plan import apply_plan
 from onnxtrim.plan import GroupPlan, PrunePlan, structure_fingerprint
 from tests.helpers import models
@@ -132,3 +132,12 @@ def test_plan_json_round_trip():
     assert PrunePlan.from_json(plan.to_json()) == plan
     with pytest.raises(PlanError):
         PrunePlan.from_json('{"version": 1, "groups": "nope"}')
+
+
+def test_reused_analysis_gives_the_same_model_and_is_checked():
+    model = models.RESIDUAL
+    plan = random_plan(model, np.random.default_rng(3), 0.5)
+    reused = apply_plan(model, plan, analysis_of(model))
+    assert reused.SerializeToString() == apply_plan(model, plan).SerializeToString()
+    with pytest.raises(PassError, match="another model"):
+        apply_plan(model, plan, analysis_of(models.CHAIN))
