@@ -54,7 +54,7 @@ def collect_stats(
         return stats
     augmented, probes = add_probes(model, observed, kinds)
     session = runtime.make_session(augmented, providers)
-    names = [out for probe in probes for out in probe.outputs.values()]
+    names = list(dict.fromkeys(out for probe in probes for out in probe.outputs.values()))
     for batch in batches:
         try:
             values = runtime.run(session, names, batch.feeds)
@@ -67,9 +67,11 @@ def collect_stats(
             channels = len(next(iter(sums.values())))
             if "sum" in sums and not np.all(np.isfinite(sums["sum"])):
                 raise CalibrationError(f"{batch.origin}: tensor '{probe.tensor}' holds NaN or Inf values")
-            if probe.spatial is not None:  # per-sample zero fractions, summed: back to exact counts
+            if probe.spatial is not None:  # per-sample means, summed: back to sums (zero counts exact)
                 count = samples * probe.spatial
-                sums["zeros"] = np.round(np.asarray(sums["zeros"], dtype=np.float64) * probe.spatial)
+                sums = {kind: np.asarray(value, dtype=np.float64) * probe.spatial for kind, value in sums.items()}
+                if "zeros" in sums:
+                    sums["zeros"] = np.round(sums["zeros"])
             else:
                 count = int(by_name[probe.outputs["size"]]) // max(channels, 1)
             entry = stats.tensors.setdefault(probe.tensor, TensorStats.empty(probe.axis, channels, kinds))

@@ -27,7 +27,7 @@ class Probe:
     tensor: str
     axis: int
     outputs: dict[str, str]  # stat kind (and "size") -> graph output name
-    spatial: int | None = None  # set: "zeros" holds per-sample zero fractions summed; no "size" output
+    spatial: int | None = None  # set: every output holds per-sample means summed over the batch; no "size"
 
 
 @dataclass(frozen=True)
@@ -41,14 +41,16 @@ class ObservedTensor:
     nonnegative: bool = False  # a ReLU's output: zero exactly where it is not positive
 
     @property
-    def blocked_layout_zeros(self) -> bool:
-        """Whether zeros can be counted with ops onnxruntime runs in its blocked (NCHWc) layout.
+    def blocked_layout(self) -> bool:
+        """Whether every statistic can be computed with ops onnxruntime runs in its blocked (NCHWc) layout.
 
         A probe that reads an activation with any other op makes onnxruntime convert the
-        activation out of that layout and, on resnet50, slows the convolutions around it by
-        more than 2x. For a non-negative float NCHW tensor, Relu(1 - 1e30·x) is 1 exactly where
-        x is 0 (and where 0 < x < 1e-30, which no ReLU output in practice holds), and a
-        depthwise 1x1 Conv with a fused Relu and GlobalAveragePool compute its mean per sample.
+        activation out of that layout first, a full copy per observed tensor (on resnet50 the
+        reductions and those copies cost 0.4x of a plain run). For a non-negative float NCHW
+        tensor the per-sample means need only blocked ops: GlobalAveragePool of x gives the
+        sum (and the sum of |x|, the same thing), of Mul(x, x) the sum of squares, and of
+        Relu(1 - 1e30·x), a depthwise 1x1 Conv with a fused Relu, the zero count (it is 1
+        exactly where x is 0, and where 0 < x < 1e-30, which no ReLU output in practice holds).
         """
         return (self.nonnegative and self.axis == 1 and self.rank == 4 and self.channels is not None
                 and self.spatial is not None and self.elem_type == TensorProto.FLOAT)
@@ -56,80 +58,129 @@ class ObservedTensor:
 
 def add_probes(model: onnx.ModelProto, observed: list[ObservedTensor],
                kinds: tuple[str, ...] = STAT_KINDS) -> tuple[onnx.ModelProto, list[Probe]]:
-    """Return a copy of `model` with reductions of each observed tensor as extra outputs.
+    """Return a copy of `model` whose outputs are reductions of each observed tensor.
 
-    Zero counts are reduced in int32 so they stay exact far beyond float32's 2**24. Each
-    probe is placed right after the node producing what it observes: onnxruntime then runs it
-    early and frees the activation, instead of keeping every observed activation alive until
-    the end of the run (which doubled the convolutions' time on resnet50 through lost buffer
-    reuse).
+    Zero counts are reduced in int32 so they stay exact far beyond float32's 2**24.
+
+    The model's own outputs are dropped, and the probes appended in reverse (the first
+    observed tensor's last), because that decides when onnxruntime runs them: its default
+    execution order is a depth-first walk back from the graph's leaves, starting with the
+    leaf of highest node index. With the probes as the only leaves, each probe runs as soon
+    as its tensor exists, and the tensor can then be freed or overwritten. Behind the
+    model's output (whose layout conversions onnxruntime numbers last), every probe ran
+    after the whole model: every observed activation stayed alive to the end, residual
+    sums could not accumulate in place, and resnet50's convolutions took twice as long.
+    Statistics never need the outputs, so nothing is lost by not computing them.
     """
     augmented = onnx.ModelProto()
     augmented.CopyFrom(model)
     graph = augmented.graph
+    del graph.output[:]
     opset = ir.default_opset(model)
     probes: list[Probe] = []
-    probe_nodes: dict[str, list[onnx.NodeProto]] = {}
+    probe_nodes: list[list[onnx.NodeProto]] = []
     for k, obs in enumerate(observed):
-        name, axis, rank = obs.name, obs.axis, obs.rank
-        axes = [i for i in range(rank) if i != axis]
         prefix = f"onnxtrim_probe_{k}"
-        axes_name = f"{prefix}_axes"
-        graph.initializer.append(helper.make_tensor(axes_name, TensorProto.INT64, [len(axes)], axes))
-        outputs: dict[str, str] = {}
-        nodes = probe_nodes.setdefault(name, [])
-        blocked = "zeros" in kinds and obs.blocked_layout_zeros
-        for kind in kinds:
-            source = name
-            if kind == "zeros" and blocked:
-                nodes.extend(_zero_fraction_nodes(graph, prefix, name, obs.channels))
-                outputs[kind] = f"{prefix}_zeros"
-                continue
-            if kind == "zeros":
-                zero = f"{prefix}_zero"
-                graph.initializer.append(helper.make_tensor(zero, obs.elem_type, [], [0]))
-                nodes.append(helper.make_node("Equal", [name, zero], [f"{prefix}_eq"], name=f"{prefix}_eq"))
-                nodes.append(helper.make_node("Cast", [f"{prefix}_eq"], [f"{prefix}_eq_i"],
-                                              name=f"{prefix}_eq_cast", to=TensorProto.INT32))
-                source = f"{prefix}_eq_i"
-            op = _REDUCE_OP[kind]
-            out = f"{prefix}_{kind}"
-            if opset >= _AXES_AS_INPUT_SINCE[op]:
-                node = helper.make_node(op, [source, axes_name], [out], name=out, keepdims=0)
-            else:
-                node = helper.make_node(op, [source], [out], name=out, keepdims=0, axes=axes)
-            nodes.append(node)
-            outputs[kind] = out
-        if not blocked:
-            size = f"{prefix}_size"
-            nodes.append(helper.make_node("Size", [name], [size], name=size))
-            outputs["size"] = size
-        for out in outputs.values():
+        if obs.blocked_layout:
+            nodes, outputs = _blocked_probe(graph, prefix, obs, kinds)
+        else:
+            nodes, outputs = _reduction_probe(graph, prefix, obs, kinds, opset)
+        for out in dict.fromkeys(outputs.values()):
             graph.output.append(helper.make_empty_tensor_value_info(out))
-        probes.append(Probe(name, axis, outputs, obs.spatial if blocked else None))
-    ordered: list[onnx.NodeProto] = []
-    for node in graph.node:
-        ordered.append(node)
-        for out in node.output:
-            ordered.extend(probe_nodes.pop(out, ()))
-    for rest in probe_nodes.values():  # observed tensors produced by no node (none in practice)
-        ordered.extend(rest)
-    del graph.node[:]
-    graph.node.extend(ordered)
+        probes.append(Probe(obs.name, obs.axis, outputs, obs.spatial if obs.blocked_layout else None))
+        probe_nodes.append(nodes)
+    for nodes in reversed(probe_nodes):
+        graph.node.extend(nodes)
+    _keep_only_ancestors_of_outputs(graph)
     return augmented, probes
 
 
-def _zero_fraction_nodes(graph: onnx.GraphProto, prefix: str, name: str, channels: int) -> list[onnx.NodeProto]:
-    """Sum over the batch of each sample's fraction of exact zeros per channel (see blocked_layout_zeros)."""
-    weight, bias, axes = f"{prefix}_zw", f"{prefix}_zb", f"{prefix}_zaxes"
-    graph.initializer.append(numpy_helper.from_array(np.full((channels, 1, 1, 1), -1e30, np.float32), weight))
-    graph.initializer.append(numpy_helper.from_array(np.ones(channels, np.float32), bias))
+def _keep_only_ancestors_of_outputs(graph: onnx.GraphProto) -> None:
+    """Drop the nodes no output depends on (onnxruntime would run them, and run them first)."""
+    needed = {o.name for o in graph.output}
+    kept: list[onnx.NodeProto] = []
+    for node in reversed(graph.node):
+        if not needed.intersection(node.output):
+            continue
+        kept.append(node)
+        needed.update(node.input)
+        needed.update(_names_read_by_subgraphs(node))
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+
+
+def _names_read_by_subgraphs(node: onnx.NodeProto) -> set[str]:
+    names: set[str] = set()
+    for attr in node.attribute:
+        for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+            for inner in sub.node:
+                names.update(inner.input)
+                names.update(_names_read_by_subgraphs(inner))
+    return names
+
+
+def _reduction_probe(graph: onnx.GraphProto, prefix: str, obs: ObservedTensor, kinds: tuple[str, ...],
+                     opset: int) -> tuple[list[onnx.NodeProto], dict[str, str]]:
+    """Sums over every axis but the channel axis, for tensors of any layout and sign."""
+    name = obs.name
+    axes = [i for i in range(obs.rank) if i != obs.axis]
+    axes_name = f"{prefix}_axes"
+    graph.initializer.append(helper.make_tensor(axes_name, TensorProto.INT64, [len(axes)], axes))
+    nodes: list[onnx.NodeProto] = []
+    outputs: dict[str, str] = {}
+    for kind in kinds:
+        source = name
+        if kind == "zeros":
+            zero = f"{prefix}_zero"
+            graph.initializer.append(helper.make_tensor(zero, obs.elem_type, [], [0]))
+            nodes.append(helper.make_node("Equal", [name, zero], [f"{prefix}_eq"], name=f"{prefix}_eq"))
+            nodes.append(helper.make_node("Cast", [f"{prefix}_eq"], [f"{prefix}_eq_i"],
+                                          name=f"{prefix}_eq_cast", to=TensorProto.INT32))
+            source = f"{prefix}_eq_i"
+        op = _REDUCE_OP[kind]
+        out = f"{prefix}_{kind}"
+        if opset >= _AXES_AS_INPUT_SINCE[op]:
+            nodes.append(helper.make_node(op, [source, axes_name], [out], name=out, keepdims=0))
+        else:
+            nodes.append(helper.make_node(op, [source], [out], name=out, keepdims=0, axes=axes))
+        outputs[kind] = out
+    size = f"{prefix}_size"
+    nodes.append(helper.make_node("Size", [name], [size], name=size))
+    outputs["size"] = size
+    return nodes, outputs
+
+
+def _blocked_probe(graph: onnx.GraphProto, prefix: str, obs: ObservedTensor,
+                   kinds: tuple[str, ...]) -> tuple[list[onnx.NodeProto], dict[str, str]]:
+    """Per-sample channel means summed over the batch, with blocked-layout ops (see `blocked_layout`)."""
+    name, channels = obs.name, obs.channels
+    axes = f"{prefix}_axes"
     graph.initializer.append(helper.make_tensor(axes, TensorProto.INT64, [3], [0, 2, 3]))
-    return [
-        helper.make_node("Conv", [name, weight, bias], [f"{prefix}_zc"], name=f"{prefix}_zc", group=channels,
-                         kernel_shape=[1, 1]),
-        helper.make_node("Relu", [f"{prefix}_zc"], [f"{prefix}_zr"], name=f"{prefix}_zr"),
-        helper.make_node("GlobalAveragePool", [f"{prefix}_zr"], [f"{prefix}_zg"], name=f"{prefix}_zg"),
-        helper.make_node("ReduceSum", [f"{prefix}_zg", axes], [f"{prefix}_zeros"], name=f"{prefix}_zeros",
-                         keepdims=0),
-    ]
+    nodes: list[onnx.NodeProto] = []
+    outputs: dict[str, str] = {}
+
+    def batch_sum_of_means(source: str, out: str) -> None:
+        nodes.append(helper.make_node("GlobalAveragePool", [source], [f"{out}_gap"], name=f"{out}_gap"))
+        nodes.append(helper.make_node("ReduceSum", [f"{out}_gap", axes], [out], name=out, keepdims=0))
+
+    for kind in kinds:
+        out = f"{prefix}_{kind}"
+        if kind == "zeros":
+            weight, bias = f"{prefix}_zw", f"{prefix}_zb"
+            graph.initializer.append(numpy_helper.from_array(np.full((channels, 1, 1, 1), -1e30, np.float32), weight))
+            graph.initializer.append(numpy_helper.from_array(np.ones(channels, np.float32), bias))
+            nodes.append(helper.make_node("Conv", [name, weight, bias], [f"{prefix}_zc"], name=f"{prefix}_zc",
+                                          group=channels, kernel_shape=[1, 1]))
+            nodes.append(helper.make_node("Relu", [f"{prefix}_zc"], [f"{prefix}_zr"], name=f"{prefix}_zr"))
+            batch_sum_of_means(f"{prefix}_zr", out)
+        elif kind == "sq_sum":
+            nodes.append(helper.make_node("Mul", [name, name], [f"{prefix}_sq"], name=f"{prefix}_sq"))
+            batch_sum_of_means(f"{prefix}_sq", out)
+        elif kind == "abs_sum" and "sum" in kinds:
+            continue  # |x| = x: shares the sum's output (filled in below)
+        else:  # "sum", or "abs_sum" alone
+            batch_sum_of_means(name, out)
+        outputs[kind] = out
+    if "abs_sum" in kinds and "sum" in kinds:
+        outputs["abs_sum"] = outputs["sum"]
+    return nodes, outputs

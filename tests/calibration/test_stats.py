@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
 
-from onnxtrim.calibration.collect import collect_stats
+from onnxtrim.calibration.collect import collect_stats, observed_tensors
+from onnxtrim.calibration.probes import add_probes
 from onnxtrim.calibration.readers import Batch
 from onnxtrim.calibration.stats import ChannelStats
 from onnxtrim.errors import CalibrationError
+from onnxtrim.runtime import import_ort
 from tests.helpers import models
 from tests.helpers.plans import analysis_of, run
 
@@ -35,6 +39,8 @@ def data() -> np.ndarray:
 def test_statistics_equal_numpy_over_exposed_activations(data):
     model = models.CHAIN
     analysis = analysis_of(model)
+    # one tensor reduced in the blocked layout (Conv→Relu, per-sample means), one by plain reductions
+    assert sorted(o.blocked_layout for o in observed_tensors(analysis)) == [False, True]
     stats = collect_stats(model, analysis, batches_of(data, 5), fingerprint="f")
     names = [o.tensor for o in analysis.observations]
     activations = dict(zip(names, run(exposed(model, names), {"x": data})[1:]))
@@ -89,3 +95,32 @@ def test_nan_in_activations_is_refused(data):
     bad[3, 0, 5, 5] = np.nan
     with pytest.raises(CalibrationError, match="NaN"):
         collect_stats(models.CHAIN, analysis_of(models.CHAIN), batches_of(bad, 6), fingerprint="f")
+
+
+def test_probes_run_as_soon_as_their_tensor_exists(tmp_path):
+    """In onnxruntime's execution order each probe runs right after the node it observes.
+
+    Otherwise every observed activation stays alive to the end of the run (see add_probes).
+    RESIDUAL observes the outputs of its first three convolutions (Relu and Add fused into
+    them by onnxruntime); the last convolution feeds no probe and is not run at all.
+    """
+    ort = import_ort()
+    model = models.RESIDUAL
+    augmented, probes = add_probes(model, observed_tensors(analysis_of(model)))
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(tmp_path / "order")
+    session = ort.InferenceSession(augmented.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session.run(None, {"x": np.random.default_rng(0).standard_normal((2, 4, 6, 6)).astype(np.float32)})
+    with open(session.end_profiling(), encoding="utf-8") as handle:
+        order = [e["name"].removesuffix("_kernel_time") for e in json.load(handle)
+                 if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    owners, model_nodes = [], 0  # per event: the number of model nodes run before it, or the probe's index
+    for name in order:
+        if name.startswith("onnxtrim_probe_"):
+            owners.append(int(name.split("_")[2]))
+        elif not name.startswith("ReorderOutput"):
+            model_nodes += 1
+            owners.append(model_nodes - 1)
+    assert len(probes) == 3 and model_nodes == 3, order
+    assert owners == sorted(owners), order
