@@ -83,11 +83,19 @@ class Analysis:
     tracked: dict[str, Tracked]
     barriers: list[BarrierRecord]
     nonempty: list[tuple[np.ndarray, str]] = field(default_factory=list)  # at least one element must survive
-    _class_of_root: dict[int, tuple[int, int]] = field(default_factory=dict)
+    # per root element: its group id and class index, -1 for fixed elements outside every group
+    _class_group: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    _class_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def class_of(self, element: int) -> tuple[int, int] | None:
         """(group id, class index) of an element, or None for fixed elements outside every group."""
-        return self._class_of_root.get(self.table.find(element))
+        groups, indices = self.classes_of(np.array([element], dtype=np.int64))
+        return None if groups[0] < 0 else (int(groups[0]), int(indices[0]))
+
+    def classes_of(self, elements: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Group ids and class indices of many elements at once (-1 where outside every group)."""
+        roots = self.table.roots(np.asarray(elements, dtype=np.int64))
+        return self._class_group[roots], self._class_index[roots]
 
     def removed_roots(self, keep: dict[int, np.ndarray]) -> np.ndarray:
         """Which roots a plan removes, as a mask over elements, given the kept classes per group id.
@@ -115,7 +123,7 @@ class Analysis:
 
 def analyse(graph: gs.Graph) -> Analysis:
     """Find channel groups, the parameter edits removing them needs, and what to observe."""
-    graph.toposort()
+    ir.toposort(graph)
     table = ElementTable()
     tracked: dict[str, Tracked] = {}
     edits: list[Edit] = []
@@ -166,17 +174,20 @@ def analyse(graph: gs.Graph) -> Analysis:
             table.block(tracked[name].elems, f"tensor '{name}' is read inside a control-flow subgraph")
 
     table.freeze()
-    groups, class_of_root = _build_groups(table, spaces)
+    groups, class_group, class_index = _build_groups(table, spaces)
     observations = _observations(graph, tracked, consumed)
     log.debug("analysis: %d groups, %d edits, %d observations, %d barriers",
               len(groups), len(edits), len(observations), len(barriers))
-    return Analysis(graph, table, groups, edits, observations, tracked, barriers, nonempty, class_of_root)
+    return Analysis(graph, table, groups, edits, observations, tracked, barriers, nonempty, class_group, class_index)
 
 
-def _build_groups(table: ElementTable, spaces: list[Space]) -> tuple[list[ChannelGroup], dict[int, tuple[int, int]]]:
+def _build_groups(table: ElementTable,
+                  spaces: list[Space]) -> tuple[list[ChannelGroup], np.ndarray, np.ndarray]:
     """Spaces sharing any class form one group; classes are numbered by first appearance."""
+    class_group = np.full(len(table), -1, dtype=np.int64)
+    class_index = np.full(len(table), -1, dtype=np.int64)
     if not spaces:
-        return [], {}
+        return [], class_group, class_index
     space_roots = [table.roots(space.elems) for space in spaces]
     all_roots = np.concatenate(space_roots)
     owner = np.repeat(np.arange(len(spaces)), [len(r) for r in space_roots])
@@ -199,17 +210,21 @@ def _build_groups(table: ElementTable, spaces: list[Space]) -> tuple[list[Channe
     members: dict[int, list[int]] = {}
     for s in range(len(spaces)):
         members.setdefault(find(s), []).append(s)
-    blocked_roots = table.blocked_roots()
     groups: list[ChannelGroup] = []
-    class_of_root: dict[int, tuple[int, int]] = {}
     for gid, (_, indices) in enumerate(sorted(members.items())):
         roots_here = np.concatenate([space_roots[s] for s in indices])
         _, order = np.unique(roots_here, return_index=True)
         roots = roots_here[np.sort(order)]
-        blocked = {c: blocked_roots[r] for c, r in enumerate(roots.tolist()) if r in blocked_roots}
-        class_of_root.update((r, (gid, c)) for c, r in enumerate(roots.tolist()))
-        groups.append(ChannelGroup(gid, tuple(spaces[s] for s in indices), roots, blocked))
-    return groups, class_of_root
+        class_group[roots] = gid
+        class_index[roots] = np.arange(len(roots))
+        groups.append(ChannelGroup(gid, tuple(spaces[s] for s in indices), roots, {}))
+    blocked, reasons = table.blocked_roots()
+    for k in np.flatnonzero(class_group[blocked] >= 0).tolist():
+        root = blocked[k]
+        groups[class_group[root]].blocked[int(class_index[root])] = reasons[k]
+    for group in groups:
+        group.blocked = dict(sorted(group.blocked.items()))
+    return groups, class_group, class_index
 
 
 def is_zero_producing(node: gs.Node) -> bool:

@@ -39,20 +39,14 @@ def per_tensor_class_ratios(analysis: Analysis, stats: ChannelStats, kind: str) 
         values = tensor_stats.sums[kind]
         if len(values) != len(obs.elems):
             continue
-        numerators: dict[int, np.ndarray] = {}
-        counts: dict[int, np.ndarray] = {}
-        for position, element in enumerate(obs.elems.tolist()):
-            where = analysis.class_of(element)
-            if where is None:
-                continue
-            gid, cid = where
-            if gid not in numerators:
-                numerators[gid] = np.zeros(sizes[gid])
-                counts[gid] = np.zeros(sizes[gid])
-            numerators[gid][cid] += values[position]
-            counts[gid][cid] += tensor_stats.count
-        for gid in numerators:
+        group_of, class_of = analysis.classes_of(obs.elems)
+        for gid in np.unique(group_of[group_of >= 0]).tolist():
+            here = group_of == gid
+            numerator = np.zeros(sizes[gid])
+            count = np.zeros(sizes[gid])
+            np.add.at(numerator, class_of[here], np.asarray(values, dtype=np.float64)[here])
+            np.add.at(count, class_of[here], tensor_stats.count)
             with np.errstate(invalid="ignore", divide="ignore"):
-                ratio = np.where(counts[gid] > 0, numerators[gid] / np.maximum(counts[gid], 1), np.nan)
+                ratio = np.where(count > 0, numerator / np.maximum(count, 1), np.nan)
             per_group.setdefault(gid, []).append(ratio)
     return per_group

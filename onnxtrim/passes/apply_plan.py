@@ -56,7 +56,7 @@ def analysed_for(model: onnx.ModelProto, plan: PrunePlan,
     if analysis is None:
         analysis = analyse(graph)
     else:
-        graph.toposort()
+        ir.toposort(graph)
         if _wiring(graph) != _wiring(analysis.graph):
             raise PassError("apply_plan: the analysis given was made from another model")
     return graph, analysis, analysis.removed_roots(validated_keep(plan, analysis))

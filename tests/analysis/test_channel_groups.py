@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from onnxtrim import ir
 from tests.helpers import models
 from tests.helpers.plans import analysis_of
 
@@ -35,10 +36,10 @@ def test_residual_add_couples_both_branches():
 def test_concat_offsets_repeated_input_and_fixed_graph_input():
     analysis = analysis_of(models.CONCAT)
     groups = {g.members: g for g in analysis.groups}
-    assert groups[("Conv#0",)].size == 4 and groups[("Conv#1",)].size == 6
+    assert groups[("Conv#0",)].size == 4 and groups[("Conv#2",)].size == 6  # unnamed: labelled by position
     concat = analysis.tracked["k"]
     owners = [analysis.class_of(int(e)) for e in concat.elems]
-    a, b = groups[("Conv#0",)].id, groups[("Conv#1",)].id
+    a, b = groups[("Conv#0",)].id, groups[("Conv#2",)].id
     assert [o[0] if o else None for o in owners] == [a] * 4 + [b] * 6 + [a] * 4 + [None] * 3
     assert [o[1] for o in owners[:4]] == [o[1] for o in owners[10:14]] == [0, 1, 2, 3]
 
@@ -100,3 +101,16 @@ def test_second_graph_output_blocks_its_channels_and_single_channel_conv_is_not_
     one = groups[("Conv#2",)]
     assert one.size == 1 and not one.blocked  # its own group, not coupled to its input like a depthwise conv
     assert len(analysis.groups) == 3
+
+
+def test_toposort_keeps_a_sorted_graph_and_sorts_a_shuffled_one():
+    graph = ir.to_graph(models.RESIDUAL)
+    order = [node.name or id(node) for node in graph.nodes]
+    ir.toposort(graph)
+    assert [node.name or id(node) for node in graph.nodes] == order
+    graph.nodes.reverse()
+    ir.toposort(graph)
+    produced = set()
+    for node in graph.nodes:
+        assert all(not t.inputs or id(t.inputs[0]) in produced for t in node.inputs)
+        produced.add(id(node))
