@@ -8,6 +8,7 @@ import os
 import numpy as np
 import onnx
 
+from onnxtrim.bench.device import cpu_channel_block
 from onnxtrim.cli import EXIT_CODES, exit_code_for
 from onnxtrim.errors import CalibrationError, ModelError, OnnxTrimError
 from tests.helpers.cli import ROOT, onnxtrim
@@ -22,6 +23,17 @@ def test_trim_writes_model_and_report_and_prints_summary(case):
     assert report["removed_channels"] == 5
     trimmed = onnx.load(path.parent / "chain.trimmed.onnx")
     onnx.checker.check_model(trimmed, full_check=True)
+
+
+def test_hint_names_this_cpus_channel_block_until_counts_are_rounded_to_it(case):
+    block = cpu_channel_block()
+    path, calib = case
+    done = onnxtrim(path, "--data", calib, "--apoz", "1.0")
+    said = " ".join(done.stdout.split())
+    assert f"2 trimmed groups keep channel counts that are not multiples of {block}" in said
+    assert f"Try --round-to {block} and --bench" in said
+    rounded = onnxtrim(path, "--data", calib, "--apoz", "1.0", "--round-to", block, "--overwrite")
+    assert rounded.returncode == 0 and "hint:" not in rounded.stdout
 
 
 def test_second_run_refuses_to_overwrite_then_overwrites(case):
