@@ -3,10 +3,11 @@
 For each model, the same N in-memory batches (batch 32, fixed seed) go through:
 
   plain        onnxruntime on the unmodified model, `session.run(None, feeds)` (what inference costs);
-  collect      `onnxtrim.calibration.collect.collect_stats` exactly as the tool calls it (all four
-               statistics: zeros, sum, |x|, x^2, computed by in-graph reductions);
-  collect[z]   the same with `kinds=("zeros",)`, the only statistic APoZ reads (for context);
-  naive        every observed ReLU output fetched as a graph output and reduced in numpy (for context).
+  collect      `onnxtrim.calibration.collect.collect_stats` as `onnxtrim model.onnx --data D --apoz T`
+               calls it: the statistics the criterion reads (APoZ: zero counts), in-graph;
+  collect[all] the same with all four statistics (zeros, sum, |x|, x^2), what `--save-stats` collects;
+  naive        every observed ReLU output fetched as a graph output and reduced in numpy (for context;
+               checked to give collect[all]'s numbers).
 
 Every variant builds its session with `onnxtrim.runtime.make_session(model, ("cpu",))` (same options:
 all graph optimisations, onnxruntime's default thread count). Two numbers per variant:
@@ -44,7 +45,8 @@ from onnx import helper
 from onnxtrim import ir, runtime
 from onnxtrim.analysis.groups import analyse
 from onnxtrim.calibration.collect import collect_stats, observed_tensors
-from onnxtrim.calibration.probes import add_probes
+from onnxtrim.calibration.probes import STAT_KINDS, add_probes
+from onnxtrim.criteria.apoz import APoZ
 from onnxtrim.calibration.readers import Batch
 from onnxtrim.plan import structure_fingerprint
 
@@ -85,12 +87,11 @@ def run_plain(model: onnx.ModelProto, batches: list[Batch]) -> tuple[Timing, Non
     return _finish(start, stamps), None
 
 
-def run_collect(model, analysis, fingerprint, batches, kinds=None):
+def run_collect(model, analysis, fingerprint, batches, kinds):
     stamps: list[float] = []
-    extra = {} if kinds is None else {"kinds": kinds}
     start = time.perf_counter()
     stats = collect_stats(model, analysis, _stamped(batches, stamps), fingerprint=fingerprint, providers=PROVIDERS,
-                          **extra)
+                          kinds=kinds)
     stamps.append(time.perf_counter())  # the last batch is done once collect_stats returns
     return _finish(start, stamps), stats
 
@@ -135,7 +136,7 @@ def setup_costs(model, analysis) -> dict[str, float]:
     session = runtime.make_session(model, PROVIDERS)
     t1 = time.perf_counter()
     del session
-    augmented, _ = add_probes(model, observed_tensors(analysis))
+    augmented, _ = add_probes(model, observed_tensors(analysis), APoZ().kinds)
     t2 = time.perf_counter()
     session = runtime.make_session(augmented, PROVIDERS)
     t3 = time.perf_counter()
@@ -144,14 +145,14 @@ def setup_costs(model, analysis) -> dict[str, float]:
 
 
 def op_profile(model, analysis, batch: Batch, runs: int = 2) -> dict[str, dict[str, float]]:
-    """Kernel time per op type (ms per run) of the plain and the probed model, from onnxruntime's profiler.
+    """Kernel time per op type (ms per run) of the plain and the APoZ-probed model, from onnxruntime's profiler.
 
     Probe nodes are counted apart ("probe:ReduceSum"); so are the layout conversions onnxruntime adds
     when a probe reads an activation kept in its blocked NCHWc layout (ReorderOutput). Runs alternate
     between the two sessions after one warm-up each.
     """
     ort = runtime.import_ort()
-    augmented, _ = add_probes(model, observed_tensors(analysis))
+    augmented, _ = add_probes(model, observed_tensors(analysis), APoZ().kinds)
     totals: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="onnxtrim-bench-prof-") as tmp:
         sessions = {}
@@ -211,7 +212,7 @@ def bench_model(name: str, args, results: dict) -> None:
     fingerprint = structure_fingerprint(model)
     batches = make_batches(args.size, args.batches, args.batch_size)
     observed = observed_tensors(analysis)
-    variants = ["plain", "collect"] + (["collect[z]"] if not args.no_zeros_variant else []) \
+    variants = ["plain", "collect"] + (["collect[all]"] if not args.no_all_variant else []) \
         + ([] if args.no_naive else ["naive"])
     runs: dict[str, list[Timing]] = {v: [] for v in variants}
     check = "not checked"
@@ -229,15 +230,15 @@ def bench_model(name: str, args, results: dict) -> None:
             if variant == "plain":
                 timing, out = run_plain(model, batches)
             elif variant == "collect":
-                timing, out = run_collect(model, analysis, fingerprint, batches)
-            elif variant == "collect[z]":
-                timing, out = run_collect(model, analysis, fingerprint, batches, kinds=("zeros",))
+                timing, out = run_collect(model, analysis, fingerprint, batches, APoZ().kinds)
+            elif variant == "collect[all]":
+                timing, out = run_collect(model, analysis, fingerprint, batches, STAT_KINDS)
             else:
                 timing, out = run_naive(model, analysis, batches)
             runs[variant].append(timing)
             outputs[variant] = out
-        if "naive" in outputs:
-            check = check_same(outputs["collect"], outputs["naive"])
+        if "naive" in outputs and "collect[all]" in outputs:
+            check = check_same(outputs["collect[all]"], outputs["naive"])
         del outputs
     setup = setup_costs(model, analysis)
     profile = None if args.no_profile else op_profile(model, analysis, batches[0])
@@ -287,7 +288,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=None, help="rounds of every variant (default 2; 1 with --quick)")
     p.add_argument("--no-naive", action="store_true", help="skip the fetch-and-reduce-in-numpy baseline")
     p.add_argument("--no-profile", action="store_true", help="skip the per-op onnxruntime profile of one batch")
-    p.add_argument("--no-zeros-variant", action="store_true", help="skip collect_stats with kinds=('zeros',)")
+    p.add_argument("--no-all-variant", action="store_true", help="skip collect_stats with all four statistics")
     args = p.parse_args()
     if args.quick:
         args.models = "resnet18" if args.models == "resnet18,resnet50" else args.models
@@ -306,10 +307,12 @@ def main() -> int:
     _common.finish(info)
     print("summary (ratios against plain inference of the same batches, same session options)")
     rows = [[n, r["ratio_collect_over_plain_incl_session"], r["ratio_collect_over_plain_steady"],
-             r["variants"].get("collect[z]", {}).get("ratio_steady"),
+             r["variants"].get("collect[all]", {}).get("ratio_incl_session"),
+             r["variants"].get("collect[all]", {}).get("ratio_steady"),
              r.get("ratio_naive_over_plain_incl_session"), r.get("ratio_naive_over_plain_steady")]
             for n, r in results.items()]
-    print(_common.table(["model", "collect incl.", "collect steady", "collect[z] steady", "naive incl.",
+    print(_common.table(["model", "collect incl.", "collect steady", "collect[all] incl.", "collect[all] steady",
+                         "naive incl.",
                          "naive steady"], rows))
     print(f"target: collect/plain <= {TARGET:.2f}x.  wall time {time.perf_counter() - started:.0f} s; "
           f"load average {info['loadavg_1m_at_start']} -> {info['loadavg_1m_at_end']}")
