@@ -123,9 +123,7 @@ def rewrite(graph: gs.Graph, analysis: Analysis, removed: np.ndarray) -> None:
         source = node.inputs[input_index]
         key = (id(_constant_behind(source)), tuple((axis, tuple(k.tolist())) for axis, k in cuts))
         if key not in copies:
-            value = ir.const_value(source)
-            for axis, kept in cuts:
-                value = np.take(value, kept, axis=axis)
+            value = _select(ir.const_value(source), cuts)
             copies[key] = gs.Constant(names.fresh(source.name), np.ascontiguousarray(value))
         node.inputs[input_index] = copies[key]
     for edit, count in counts:
@@ -140,6 +138,24 @@ def rewrite(graph: gs.Graph, analysis: Analysis, removed: np.ndarray) -> None:
         node.inputs[edit.input_index] = gs.Constant(names.fresh(source.name), value)
     names.restore_original_names(graph)
     log.debug("rewrite: %d parameter tensors sliced, %d counts rewritten", len(copies), len(counts))
+
+
+def _select(value: np.ndarray, cuts: list[tuple[int, np.ndarray]]) -> np.ndarray:
+    """`value` keeping only the given indices along each cut axis.
+
+    A weight cut on two neighbouring axes (a conv's outputs and inputs) is gathered in one
+    pass: two `np.take`s would build an intermediate of most of the weight's size first.
+    """
+    cuts = [(axis % value.ndim, kept) for axis, kept in cuts]
+    axes = sorted(axis for axis, _ in cuts)
+    if len(cuts) == 2 and axes[1] == axes[0] + 1:
+        index: list = [slice(None)] * value.ndim
+        for axis, kept in cuts:
+            index[axis] = kept[:, None] if axis == axes[0] else kept[None, :]
+        return value[tuple(index)]
+    for axis, kept in cuts:
+        value = np.take(value, kept, axis=axis)
+    return value
 
 
 def _rewrite_split(node: gs.Node, sizes: list[int], names: _NameSource, opset: int) -> None:
