@@ -46,8 +46,8 @@ from onnxtrim import ir, runtime
 from onnxtrim.analysis.groups import analyse
 from onnxtrim.calibration.collect import collect_stats, observed_tensors
 from onnxtrim.calibration.probes import STAT_KINDS, add_probes
-from onnxtrim.criteria.apoz import APoZ
 from onnxtrim.calibration.readers import Batch
+from onnxtrim.criteria.apoz import APoZ
 from onnxtrim.plan import structure_fingerprint
 
 TARGET = 1.10

@@ -61,7 +61,7 @@ class TrimResult:
 
     def default_paths(self) -> tuple[Path, Path]:
         path = self.source.path
-        stem = path.name[:-5] if path.name.endswith(".onnx") else path.name
+        stem = path.name.removesuffix(".onnx")
         suffix = ".plan.json" if self.config.dry_run else ".trimmed.onnx"
         output = Path(self.config.output) if self.config.output else path.with_name(stem + suffix)
         report_stem = output.name[:-5] if output.name.endswith(".onnx") or output.name.endswith(".json") else output.name

@@ -69,9 +69,9 @@ def _choose(analysis: Analysis, scores: dict[int, np.ndarray], selection: Select
         if selection.threshold is not None:
             chosen = order[score[order] >= selection.threshold]
         else:
-            chosen = order[: int(math.floor(selection.fraction * group.size))]
+            chosen = order[: math.floor(selection.fraction * group.size)]
         keep_count = max(group.size - len(chosen), selection.min_keep)
-        keep_count = min(group.size, int(math.ceil(keep_count / selection.round_to)) * selection.round_to)
+        keep_count = min(group.size, math.ceil(keep_count / selection.round_to) * selection.round_to)
         chosen = chosen[: group.size - keep_count]
         if chosen.size:
             keep[group.id] = set(range(group.size)) - {int(c) for c in chosen}

@@ -35,7 +35,7 @@ def group_rows(analysis: Analysis, plan: PrunePlan, scores: dict[int, np.ndarray
             "size": group.size,
             "kept": kept,
             "removed": group.size - kept,
-            "prunable": int(len(group.prunable)),
+            "prunable": len(group.prunable),
             "max_score": _num(observed.max()) if observed.size else None,
             "reasons": group.reasons(),
         })

@@ -112,8 +112,8 @@ def test_nodes_to_exclude_leaves_their_groups_alone(chain_case):
         trim(TrimConfig(model=path, data=calib, nodes_to_exclude=("nope",)))
 
 
-@pytest.mark.parametrize("kwargs", [dict(apoz=1.5), dict(apoz=0.5, fraction=0.5), dict(min_keep=0),
-                                    dict(holdout=1.0), dict(data=None)])
+@pytest.mark.parametrize("kwargs", [{"apoz": 1.5}, {"apoz": 0.5, "fraction": 0.5}, {"min_keep": 0},
+                                    {"holdout": 1.0}, {"data": None}])
 def test_contradicting_options_are_config_errors(kwargs):
     with pytest.raises(ConfigError):
         TrimConfig(model="m.onnx", **{"data": "d", **kwargs})

@@ -13,8 +13,8 @@ from tests.helpers.cli import onnxtrim
 
 
 def fidelity(**overrides) -> Fidelity:
-    values = dict(samples=10, data="holdout", max_abs_diff=0.1, mean_cosine=0.99, top1_agreement=0.9,
-                  accuracy_original=0.95, accuracy_trimmed=0.93)
+    values = {"samples": 10, "data": "holdout", "max_abs_diff": 0.1, "mean_cosine": 0.99, "top1_agreement": 0.9,
+              "accuracy_original": 0.95, "accuracy_trimmed": 0.93}
     return Fidelity(**{**values, **overrides})
 
 

@@ -47,12 +47,12 @@ def test_blocked_groups_are_never_planned():
 
 
 def test_split_outputs_keep_a_survivor():
-    analysis, plan = plan_for(models.SPLIT_SLICE, {0: np.array([1, 1, 0.99, 0, 0, 0, 0, 0.0])}, threshold=0.5)
+    _, plan = plan_for(models.SPLIT_SLICE, {0: np.array([1, 1, 0.99, 0, 0, 0, 0, 0.0])}, threshold=0.5)
     assert kept(plan, 0) == {2, 3, 4, 5, 6, 7}  # the least dead of the first Split part comes back
 
 
-@pytest.mark.parametrize("kwargs", [{}, dict(threshold=0.5, fraction=0.5), dict(fraction=1.0),
-                                    dict(threshold=0.5, min_keep=0), dict(threshold=0.5, round_to=0)])
+@pytest.mark.parametrize("kwargs", [{}, {"threshold": 0.5, "fraction": 0.5}, {"fraction": 1.0},
+                                    {"threshold": 0.5, "min_keep": 0}, {"threshold": 0.5, "round_to": 0}])
 def test_bad_selections_are_config_errors(kwargs):
     with pytest.raises(ConfigError):
         Selection(**kwargs)

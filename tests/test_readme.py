@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def opening_commands() -> list[str]:
-    block = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    block = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
     assert block, "README.md must open with a bash block"
     return [line for line in block.group(1).splitlines() if line.strip()]
 
@@ -33,7 +33,7 @@ def test_readme_trim_command_runs_on_the_shipped_example(tmp_path):
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "onnxtrim", *command[1:]], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "examples/digits/digits.trimmed.onnx").exists()
     # The example's claim: dead hidden neurons go, accuracy stays.

@@ -10,8 +10,18 @@ from __future__ import annotations
 
 from .rule_context import Rule
 from .rules_index import concat, flatten, reshape, shape_op, slice_op, split, squeeze, transpose, unsqueeze
-from .rules_pointwise import (channel_first, dropout, elementwise, layer_norm, pad, pool, reduce, resize,
-                              softmax, unary)
+from .rules_pointwise import (
+    channel_first,
+    dropout,
+    elementwise,
+    layer_norm,
+    pad,
+    pool,
+    reduce,
+    resize,
+    softmax,
+    unary,
+)
 from .rules_produce import conv, gemm, matmul
 
 UNARY_OPS = (

@@ -58,7 +58,7 @@ def collect_stats(
     for batch in batches:
         try:
             values = runtime.run(session, names, batch.feeds)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        except Exception as exc:
             raise CalibrationError(f"{batch.origin}: onnxruntime failed on this batch: {one_line(exc)}") from exc
         by_name = dict(zip(names, values))
         samples = len(batch.indices)

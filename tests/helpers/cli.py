@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def onnxtrim(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
     environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "onnxtrim", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=environment, timeout=300)
+                          cwd=cwd, env=environment, timeout=300, check=False)
 
 
 def chain_case(directory: Path) -> tuple[Path, Path]:

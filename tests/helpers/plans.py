@@ -26,7 +26,7 @@ def random_plan(model: onnx.ModelProto, rng: np.random.Generator, share: float =
         prunable = g.prunable
         if len(prunable) == 0:
             continue
-        n_drop = min(max(1, int(round(share * len(prunable)))), len(prunable), g.size - 1)
+        n_drop = min(max(1, round(share * len(prunable))), len(prunable), g.size - 1)
         keep[g.id] = set(range(g.size)) - {int(d) for d in rng.choice(prunable, size=n_drop, replace=False)}
     restore_survivors(analysis, keep, {})
     groups = tuple(GroupPlan(g.id, g.members, g.size, tuple(sorted(keep[g.id])))

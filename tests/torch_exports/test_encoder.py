@@ -39,10 +39,10 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from onnxtrim import ir  # noqa: E402
-from onnxtrim.api import trim  # noqa: E402
-from onnxtrim.config import TrimConfig  # noqa: E402
-from tests.helpers.plans import analysis_of, assert_masked_equivalent, random_plan, run  # noqa: E402
+from onnxtrim import ir
+from onnxtrim.api import trim
+from onnxtrim.config import TrimConfig
+from tests.helpers.plans import analysis_of, assert_masked_equivalent, random_plan, run
 
 VOCAB, HIDDEN, HEADS, SEQ, FF = 50, 32, 4, 8, 64
 DEAD = {0: [3, 10, 17, 40, 63], 1: [0, 5, 31, 32, 50, 51]}  # dead MLP neurons per layer

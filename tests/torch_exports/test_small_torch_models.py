@@ -12,10 +12,10 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from onnxtrim.api import trim  # noqa: E402
-from onnxtrim.config import TrimConfig  # noqa: E402
-from tests.helpers.dead import write_npy_batches  # noqa: E402
-from tests.helpers.plans import run  # noqa: E402
+from onnxtrim.api import trim
+from onnxtrim.config import TrimConfig
+from tests.helpers.dead import write_npy_batches
+from tests.helpers.plans import run
 
 
 class SmallNet(nn.Module):

@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.zoo.limits import LIMITS  # noqa: E402
+from tests.zoo.limits import LIMITS
 
 START, END = "<!-- zoo-coverage:start -->", "<!-- zoo-coverage:end -->"
 EXPORTERS = (("torchscript", "TorchScript"), ("dynamo", "dynamo"))
