@@ -63,18 +63,24 @@ def collect_stats(
         by_name = dict(zip(names, values))
         samples = len(batch.indices)
         for probe in probes:
-            sums = {kind: by_name[probe.outputs[kind]] for kind in kinds}
+            sums = {kind: np.asarray(by_name[probe.outputs[kind]]) for kind in kinds}
+            if probe.spatial is not None:
+                sums = {kind: _sums_from_means(kind, means, probe.spatial) for kind, means in sums.items()}
             channels = len(next(iter(sums.values())))
+            count = (samples * probe.spatial if probe.spatial is not None
+                     else int(by_name[probe.outputs["size"]]) // max(channels, 1))
             if "sum" in sums and not np.all(np.isfinite(sums["sum"])):
                 raise CalibrationError(f"{batch.origin}: tensor '{probe.tensor}' holds NaN or Inf values")
-            if probe.spatial is not None:  # per-sample means, summed: back to sums (zero counts exact)
-                count = samples * probe.spatial
-                sums = {kind: np.asarray(value, dtype=np.float64) * probe.spatial for kind, value in sums.items()}
-                if "zeros" in sums:
-                    sums["zeros"] = np.round(sums["zeros"])
-            else:
-                count = int(by_name[probe.outputs["size"]]) // max(channels, 1)
             entry = stats.tensors.setdefault(probe.tensor, TensorStats.empty(probe.axis, channels, kinds))
             entry.add(sums, count, samples)
     return stats
 
+
+def _sums_from_means(kind: str, means: np.ndarray, spatial: int) -> np.ndarray:
+    """Per-sample channel means of a blocked-layout probe, [N, C], back to per-channel sums.
+
+    Zero counts are rounded per sample, where float32's error is far below one count, so
+    they stay exact whatever the batch size.
+    """
+    totals = np.asarray(means, dtype=np.float64).reshape(len(means), -1) * spatial
+    return (np.round(totals) if kind == "zeros" else totals).sum(axis=0)

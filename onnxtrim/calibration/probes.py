@@ -27,7 +27,7 @@ class Probe:
     tensor: str
     axis: int
     outputs: dict[str, str]  # stat kind (and "size") -> graph output name
-    spatial: int | None = None  # set: every output holds per-sample means summed over the batch; no "size"
+    spatial: int | None = None  # set: every output holds per-sample channel means [N, C]; no "size"
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,6 @@ class ObservedTensor:
 def add_probes(model: onnx.ModelProto, observed: list[ObservedTensor],
                kinds: tuple[str, ...] = STAT_KINDS) -> tuple[onnx.ModelProto, list[Probe]]:
     """Return a copy of `model` whose outputs are reductions of each observed tensor.
-
-    Zero counts are reduced in int32 so they stay exact far beyond float32's 2**24.
 
     The model's own outputs are dropped, and the probes appended in reverse (the first
     observed tensor's last), because that decides when onnxruntime runs them: its default
@@ -121,7 +119,10 @@ def _names_read_by_subgraphs(node: onnx.NodeProto) -> set[str]:
 
 def _reduction_probe(graph: onnx.GraphProto, prefix: str, obs: ObservedTensor, kinds: tuple[str, ...],
                      opset: int) -> tuple[list[onnx.NodeProto], dict[str, str]]:
-    """Sums over every axis but the channel axis, for tensors of any layout and sign."""
+    """Sums over every axis but the channel axis, for tensors of any layout and sign.
+
+    Zero counts are reduced in int32 so they stay exact far beyond float32's 2**24.
+    """
     name = obs.name
     axes = [i for i in range(obs.rank) if i != obs.axis]
     axes_name = f"{prefix}_axes"
@@ -152,16 +153,20 @@ def _reduction_probe(graph: onnx.GraphProto, prefix: str, obs: ObservedTensor, k
 
 def _blocked_probe(graph: onnx.GraphProto, prefix: str, obs: ObservedTensor,
                    kinds: tuple[str, ...]) -> tuple[list[onnx.NodeProto], dict[str, str]]:
-    """Per-sample channel means summed over the batch, with blocked-layout ops (see `blocked_layout`)."""
+    """Per-sample channel means, with blocked-layout ops (see `blocked_layout`).
+
+    The batch is summed outside the graph (N x C numbers), where zero counts can be rounded
+    per sample: summed in float32 inside, they drift by whole counts at large batch sizes.
+    """
     name, channels = obs.name, obs.channels
-    axes = f"{prefix}_axes"
-    graph.initializer.append(helper.make_tensor(axes, TensorProto.INT64, [3], [0, 2, 3]))
     nodes: list[onnx.NodeProto] = []
     outputs: dict[str, str] = {}
 
-    def batch_sum_of_means(source: str, out: str) -> None:
+    def mean(source: str, out: str) -> None:
+        # Flatten is not a blocked-layout op, so it keeps its place in the node list: the
+        # execution order add_probes arranges depends on that (see add_probes).
         nodes.append(helper.make_node("GlobalAveragePool", [source], [f"{out}_gap"], name=f"{out}_gap"))
-        nodes.append(helper.make_node("ReduceSum", [f"{out}_gap", axes], [out], name=out, keepdims=0))
+        nodes.append(helper.make_node("Flatten", [f"{out}_gap"], [out], name=out, axis=1))
 
     for kind in kinds:
         out = f"{prefix}_{kind}"
@@ -172,14 +177,14 @@ def _blocked_probe(graph: onnx.GraphProto, prefix: str, obs: ObservedTensor,
             nodes.append(helper.make_node("Conv", [name, weight, bias], [f"{prefix}_zc"], name=f"{prefix}_zc",
                                           group=channels, kernel_shape=[1, 1]))
             nodes.append(helper.make_node("Relu", [f"{prefix}_zc"], [f"{prefix}_zr"], name=f"{prefix}_zr"))
-            batch_sum_of_means(f"{prefix}_zr", out)
+            mean(f"{prefix}_zr", out)
         elif kind == "sq_sum":
             nodes.append(helper.make_node("Mul", [name, name], [f"{prefix}_sq"], name=f"{prefix}_sq"))
-            batch_sum_of_means(f"{prefix}_sq", out)
+            mean(f"{prefix}_sq", out)
         elif kind == "abs_sum" and "sum" in kinds:
             continue  # |x| = x: shares the sum's output (filled in below)
         else:  # "sum", or "abs_sum" alone
-            batch_sum_of_means(name, out)
+            mean(name, out)
         outputs[kind] = out
     if "abs_sum" in kinds and "sum" in kinds:
         outputs["abs_sum"] = outputs["sum"]

@@ -101,17 +101,30 @@ def test_probes_run_as_soon_as_their_tensor_exists(tmp_path):
     """In onnxruntime's execution order each probe runs right after the node it observes.
 
     Otherwise every observed activation stays alive to the end of the run (see add_probes).
-    RESIDUAL observes the outputs of its first three convolutions (Relu and Add fused into
-    them by onnxruntime); the last convolution feeds no probe and is not run at all.
+    The model is RESIDUAL at 32 channels, so that onnxruntime converts the convolutions and
+    the probes' pooling to its blocked layout (and numbers the converted nodes anew), as on
+    real models. It observes the outputs of its first three convolutions (Relu and Add fused
+    into them by onnxruntime); the last convolution feeds no probe and is not run at all.
     """
     ort = import_ort()
-    model = models.RESIDUAL
+    model = models.build("""
+res32 (float[N,16,6,6] x, float[32,16,3,3] w0, float[32,32,3,3] w1, float[32,32,3,3] w2, float[3,32,1,1] w3)
+    => (float[N,3,6,6] y) {
+  a = Conv<pads=[1,1,1,1]>(x, w0)
+  ar = Relu(a)
+  b = Conv<pads=[1,1,1,1]>(ar, w1)
+  br = Relu(b)
+  c = Conv<pads=[1,1,1,1]>(br, w2)
+  s = Add(c, ar)
+  sr = Relu(s)
+  y = Conv(sr, w3)
+}""", ["w0", "w1", "w2", "w3"])
     augmented, probes = add_probes(model, observed_tensors(analysis_of(model)))
     options = ort.SessionOptions()
     options.enable_profiling = True
     options.profile_file_prefix = str(tmp_path / "order")
     session = ort.InferenceSession(augmented.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    session.run(None, {"x": np.random.default_rng(0).standard_normal((2, 4, 6, 6)).astype(np.float32)})
+    session.run(None, {"x": np.random.default_rng(0).standard_normal((2, 16, 6, 6)).astype(np.float32)})
     with open(session.end_profiling(), encoding="utf-8") as handle:
         order = [e["name"].removesuffix("_kernel_time") for e in json.load(handle)
                  if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
@@ -119,8 +132,28 @@ def test_probes_run_as_soon_as_their_tensor_exists(tmp_path):
     for name in order:
         if name.startswith("onnxtrim_probe_"):
             owners.append(int(name.split("_")[2]))
-        elif not name.startswith("ReorderOutput"):
+        elif not name.startswith("Reorder"):  # layout conversions onnxruntime adds
             model_nodes += 1
             owners.append(model_nodes - 1)
     assert len(probes) == 3 and model_nodes == 3, order
     assert owners == sorted(owners), order
+
+
+def test_zero_counts_stay_exact_when_a_batch_holds_more_than_2_to_the_24_values():
+    """Blocked-layout probes return per-sample means; summed over the batch in float32, 512 maps
+    of 256x256 (2**25 values) drift by whole counts, so the sum is taken per sample in float64."""
+    model = models.build("""
+wide (float[N,1,256,256] x, float[1,1,1,1] w, float[1] b, float[5,1] wf) => (float[N,5] y) {
+  c = Conv(x, w, b)
+  r = Relu(c)
+  g = GlobalAveragePool(r)
+  f = Flatten<axis=1>(g)
+  y = Gemm<transB=1>(f, wf)
+}""", ["w", "b", "wf"])
+    analysis = analysis_of(model)
+    assert [o.blocked_layout for o in observed_tensors(analysis)] == [True]
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((512, 1, 256, 256)).astype(np.float32) + rng.uniform(-1, 1, (512, 1, 1, 1)).astype(np.float32)
+    stats = collect_stats(model, analysis, batches_of(x, 512), fingerprint="f", kinds=("zeros",))
+    activation = run(exposed(model, ["r"]), {"x": x})[1]
+    np.testing.assert_array_equal(stats.tensors["r"].sums["zeros"], (activation == 0).sum(axis=(0, 2, 3)))
