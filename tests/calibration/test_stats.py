@@ -107,18 +107,7 @@ def test_probes_run_as_soon_as_their_tensor_exists(tmp_path):
     into them by onnxruntime); the last convolution feeds no probe and is not run at all.
     """
     ort = import_ort()
-    model = models.build("""
-res32 (float[N,16,6,6] x, float[32,16,3,3] w0, float[32,32,3,3] w1, float[32,32,3,3] w2, float[3,32,1,1] w3)
-    => (float[N,3,6,6] y) {
-  a = Conv<pads=[1,1,1,1]>(x, w0)
-  ar = Relu(a)
-  b = Conv<pads=[1,1,1,1]>(ar, w1)
-  br = Relu(b)
-  c = Conv<pads=[1,1,1,1]>(br, w2)
-  s = Add(c, ar)
-  sr = Relu(s)
-  y = Conv(sr, w3)
-}""", ["w0", "w1", "w2", "w3"])
+    model = models.residual(channels=32, inputs=16)
     augmented, probes = add_probes(model, observed_tensors(analysis_of(model)))
     options = ort.SessionOptions()
     options.enable_profiling = True

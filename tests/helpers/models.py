@@ -49,9 +49,12 @@ chain (float[N,1,8,8] x, float[8,1,3,3] w1, float[8] b1, float[8] s, float[8] bb
 
 # x ─Conv0─Relu─┬─Conv1─Relu─Conv2─Add─Relu─Conv3─▶ y
 #               └─────────────────────┘   (residual: Conv0 and Conv2 share channels)
-RESIDUAL = build("""
-res (float[N,4,6,6] x, float[8,4,3,3] w0, float[8,8,3,3] w1, float[8,8,3,3] w2, float[3,8,1,1] w3)
-    => (float[N,3,6,6] y) {
+def residual(channels: int = 8, inputs: int = 4) -> onnx.ModelProto:
+    """The residual block at any width (wide enough, onnxruntime moves it to its blocked layout)."""
+    c, i = channels, inputs
+    return build(f"""
+res (float[N,{i},6,6] x, float[{c},{i},3,3] w0, float[{c},{c},3,3] w1, float[{c},{c},3,3] w2, float[3,{c},1,1] w3)
+    => (float[N,3,6,6] y) {{
   a = Conv<pads=[1,1,1,1]>(x, w0)
   ar = Relu(a)
   b = Conv<pads=[1,1,1,1]>(ar, w1)
@@ -60,7 +63,10 @@ res (float[N,4,6,6] x, float[8,4,3,3] w0, float[8,8,3,3] w1, float[8,8,3,3] w2, 
   s = Add(c, ar)
   sr = Relu(s)
   y = Conv(sr, w3)
-}""", ["w0", "w1", "w2", "w3"])
+}}""", ["w0", "w1", "w2", "w3"])
+
+
+RESIDUAL = residual()
 
 # x ─┬─ConvA─Relu─┐
 #    ├─ConvB─Relu─┤ Concat(a, b, a, x) ─ConvC─▶ y   (offsets; `a` twice; x fixed)
