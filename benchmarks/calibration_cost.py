@@ -312,8 +312,7 @@ def main() -> int:
              r.get("ratio_naive_over_plain_incl_session"), r.get("ratio_naive_over_plain_steady")]
             for n, r in results.items()]
     print(_common.table(["model", "collect incl.", "collect steady", "collect[all] incl.", "collect[all] steady",
-                         "naive incl.",
-                         "naive steady"], rows))
+                         "naive incl.", "naive steady"], rows))
     print(f"target: collect/plain <= {TARGET:.2f}x.  wall time {time.perf_counter() - started:.0f} s; "
           f"load average {info['loadavg_1m_at_start']} -> {info['loadavg_1m_at_end']}")
     _common.write_json(args.json, {

@@ -17,17 +17,7 @@ log = logging.getLogger(__name__)
 
 def cpu_name() -> str:
     """The CPU model name and the logical cores this process may use."""
-    name = ""
-    if sys.platform.startswith("linux"):
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-                for line in handle:
-                    if line.lower().startswith(("model name", "hardware")):
-                        name = line.split(":", 1)[1].strip()
-                        break
-        except OSError:
-            pass
-    name = name or platform.processor() or platform.machine() or "unknown CPU"
+    name = _cpuinfo_value(("model name", "hardware")) or platform.processor() or platform.machine() or "unknown CPU"
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -43,15 +33,21 @@ def cpu_channel_block() -> int:
     on an AVX-512 machine 20-25% slower than their MACs predict, and within 10% at multiples
     of 16. Where the flags cannot be read, 8 is the safe answer.
     """
-    if sys.platform.startswith("linux"):
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-                for line in handle:
-                    if line.startswith("flags"):
-                        return 16 if "avx512f" in line.split() else 8
-        except OSError:
-            pass
-    return 8
+    return 16 if "avx512f" in (_cpuinfo_value(("flags",)) or "").split() else 8
+
+
+def _cpuinfo_value(keys: tuple[str, ...]) -> str | None:
+    """The value of the first /proc/cpuinfo line starting with one of `keys` (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.lower().startswith(keys):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def gpu_name(device_id: int = 0) -> str:

@@ -58,7 +58,7 @@ def collect_stats(
     for batch in batches:
         try:
             values = runtime.run(session, names, batch.feeds)
-        except Exception as exc:
+        except Exception as exc:  # onnxruntime raises its own exception types
             raise CalibrationError(f"{batch.origin}: onnxruntime failed on this batch: {one_line(exc)}") from exc
         by_name = dict(zip(names, values))
         samples = len(batch.indices)

@@ -168,8 +168,8 @@ def _blocked_probe(graph: onnx.GraphProto, prefix: str, obs: ObservedTensor,
         nodes.append(helper.make_node("GlobalAveragePool", [source], [f"{out}_gap"], name=f"{out}_gap"))
         nodes.append(helper.make_node("Flatten", [f"{out}_gap"], [out], name=out, axis=1))
 
+    sources: dict[str, str] = {}  # kind -> the tensor whose per-sample mean gives it
     for kind in kinds:
-        out = f"{prefix}_{kind}"
         if kind == "zeros":
             weight, bias = f"{prefix}_zw", f"{prefix}_zb"
             graph.initializer.append(numpy_helper.from_array(np.full((channels, 1, 1, 1), -1e30, np.float32), weight))
@@ -177,15 +177,16 @@ def _blocked_probe(graph: onnx.GraphProto, prefix: str, obs: ObservedTensor,
             nodes.append(helper.make_node("Conv", [name, weight, bias], [f"{prefix}_zc"], name=f"{prefix}_zc",
                                           group=channels, kernel_shape=[1, 1]))
             nodes.append(helper.make_node("Relu", [f"{prefix}_zc"], [f"{prefix}_zr"], name=f"{prefix}_zr"))
-            mean(f"{prefix}_zr", out)
+            sources[kind] = f"{prefix}_zr"
         elif kind == "sq_sum":
             nodes.append(helper.make_node("Mul", [name, name], [f"{prefix}_sq"], name=f"{prefix}_sq"))
-            mean(f"{prefix}_sq", out)
-        elif kind == "abs_sum" and "sum" in kinds:
-            continue  # |x| = x: shares the sum's output (filled in below)
-        else:  # "sum", or "abs_sum" alone
-            mean(name, out)
-        outputs[kind] = out
-    if "abs_sum" in kinds and "sum" in kinds:
-        outputs["abs_sum"] = outputs["sum"]
+            sources[kind] = f"{prefix}_sq"
+        else:  # "sum" and "abs_sum": |x| = x, so both are the mean of x itself
+            sources[kind] = name
+    means: dict[str, str] = {}  # source -> output holding its mean, each computed once
+    for kind, source in sources.items():
+        if source not in means:
+            means[source] = f"{prefix}_{kind}"
+            mean(source, means[source])
+        outputs[kind] = means[source]
     return nodes, outputs
