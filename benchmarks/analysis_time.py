@@ -38,6 +38,8 @@ import onnx
 
 from onnxtrim import ir
 from onnxtrim.analysis.groups import analyse
+from onnxtrim.criteria.apoz import APoZ
+from onnxtrim.criteria.base import Scores
 from onnxtrim.passes.apply_plan import apply_plan
 from onnxtrim.plan import structure_fingerprint
 from onnxtrim.policy import Selection, make_plan
@@ -50,9 +52,8 @@ FRACTION = 0.3
 
 def make_plan_for(model: onnx.ModelProto):
     analysis = analyse(ir.to_graph(model))
-    scores = {g.id: np.full(g.size, 0.5) for g in analysis.groups}
-    plan = make_plan(analysis, scores, Selection(fraction=FRACTION), fingerprint=structure_fingerprint(model),
-                     criterion="uniform")
+    scores = Scores({g.id: np.full(g.size, 0.5) for g in analysis.groups})
+    plan = make_plan(analysis, APoZ(), scores, Selection(fraction=FRACTION), fingerprint=structure_fingerprint(model))
     return analysis, plan
 
 

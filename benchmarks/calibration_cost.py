@@ -45,9 +45,10 @@ from onnx import helper
 from onnxtrim import ir, runtime
 from onnxtrim.analysis.groups import analyse
 from onnxtrim.calibration.collect import collect_stats, observed_tensors
-from onnxtrim.calibration.probes import STAT_KINDS, add_probes
+from onnxtrim.calibration.probes import add_probes
 from onnxtrim.calibration.readers import Batch
-from onnxtrim.criteria.apoz import APoZ
+from onnxtrim.calibration.requests import basic_requests
+from onnxtrim.criteria.apoz import APoZ, activation_points
 from onnxtrim.plan import structure_fingerprint
 
 TARGET = 1.10
@@ -87,11 +88,21 @@ def run_plain(model: onnx.ModelProto, batches: list[Batch]) -> tuple[Timing, Non
     return _finish(start, stamps), None
 
 
-def run_collect(model, analysis, fingerprint, batches, kinds):
+def apoz_requests(analysis):
+    """What a default trim measures: APoZ's zero counts."""
+    return APoZ().requests(analysis)
+
+
+def all_requests(analysis):
+    """What --save-stats measures at APoZ's points: all four sums."""
+    return [r for point, _ in activation_points(analysis) for r in basic_requests(point.tensor, point.axis)]
+
+
+def run_collect(model, analysis, fingerprint, batches, requests):
     stamps: list[float] = []
     start = time.perf_counter()
-    stats = collect_stats(model, analysis, _stamped(batches, stamps), fingerprint=fingerprint, providers=PROVIDERS,
-                          kinds=kinds)
+    stats = collect_stats(model, analysis, _stamped(batches, stamps), requests, fingerprint=fingerprint,
+                          providers=PROVIDERS)
     stamps.append(time.perf_counter())  # the last batch is done once collect_stats returns
     return _finish(start, stamps), stats
 
@@ -107,7 +118,7 @@ def _stamped(batches, stamps: list[float]):
 def run_naive(model, analysis, batches):
     """Fetch each observed tensor and reduce it in numpy: the per-channel sums collect_stats returns."""
     start = time.perf_counter()
-    observed = observed_tensors(analysis)
+    observed = observed_tensors(analysis, all_requests(analysis))
     augmented = onnx.ModelProto()
     augmented.CopyFrom(model)
     for obs in observed:
@@ -136,7 +147,7 @@ def setup_costs(model, analysis) -> dict[str, float]:
     session = runtime.make_session(model, PROVIDERS)
     t1 = time.perf_counter()
     del session
-    augmented, _ = add_probes(model, observed_tensors(analysis), APoZ().kinds)
+    augmented, _ = add_probes(model, observed_tensors(analysis, apoz_requests(analysis)), apoz_requests(analysis))
     t2 = time.perf_counter()
     session = runtime.make_session(augmented, PROVIDERS)
     t3 = time.perf_counter()
@@ -152,7 +163,7 @@ def op_profile(model, analysis, batch: Batch, runs: int = 2) -> dict[str, dict[s
     between the two sessions after one warm-up each.
     """
     ort = runtime.import_ort()
-    augmented, _ = add_probes(model, observed_tensors(analysis), APoZ().kinds)
+    augmented, _ = add_probes(model, observed_tensors(analysis, apoz_requests(analysis)), apoz_requests(analysis))
     totals: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="onnxtrim-bench-prof-") as tmp:
         sessions = {}
@@ -211,7 +222,7 @@ def bench_model(name: str, args, results: dict) -> None:
     analysis = analyse(ir.to_graph(model))
     fingerprint = structure_fingerprint(model)
     batches = make_batches(args.size, args.batches, args.batch_size)
-    observed = observed_tensors(analysis)
+    observed = observed_tensors(analysis, all_requests(analysis))
     variants = ["plain", "collect"] + (["collect[all]"] if not args.no_all_variant else []) \
         + ([] if args.no_naive else ["naive"])
     runs: dict[str, list[Timing]] = {v: [] for v in variants}
@@ -230,9 +241,9 @@ def bench_model(name: str, args, results: dict) -> None:
             if variant == "plain":
                 timing, out = run_plain(model, batches)
             elif variant == "collect":
-                timing, out = run_collect(model, analysis, fingerprint, batches, APoZ().kinds)
+                timing, out = run_collect(model, analysis, fingerprint, batches, apoz_requests(analysis))
             elif variant == "collect[all]":
-                timing, out = run_collect(model, analysis, fingerprint, batches, STAT_KINDS)
+                timing, out = run_collect(model, analysis, fingerprint, batches, all_requests(analysis))
             else:
                 timing, out = run_naive(model, analysis, batches)
             runs[variant].append(timing)

@@ -54,6 +54,8 @@ def child(args) -> None:
     from onnxtrim.analysis.groups import analyse
     from onnxtrim.calibration.collect import collect_stats
     from onnxtrim.calibration.readers import Batch, iter_batches, model_input_specs, open_data
+    from onnxtrim.calibration.requests import basic_requests
+    from onnxtrim.criteria.apoz import activation_points
     from onnxtrim.plan import structure_fingerprint
 
     model = onnx.load(args.model)
@@ -80,7 +82,8 @@ def child(args) -> None:
     before_rss, before_max = _rss_mb(), _maxrss_mb()
     tracemalloc.start()
     t0 = time.perf_counter()
-    stats = collect_stats(model, analysis, batches, fingerprint=fingerprint)
+    requests = [r for point, _ in activation_points(analysis) for r in basic_requests(point.tensor, point.axis)]
+    stats = collect_stats(model, analysis, batches, requests, fingerprint=fingerprint)
     elapsed = time.perf_counter() - t0
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()

@@ -15,24 +15,22 @@ from typing import Any
 import numpy as np
 import onnx
 
-from . import ir, model_io
-from .analysis.groups import Analysis, analyse
+from . import model_io, stages
+from .analysis.groups import Analysis
 from .calibration.batching import iter_batches
-from .calibration.collect import collect_stats
 from .calibration.feeds import model_input_specs
-from .calibration.probes import STAT_KINDS
 from .calibration.readers import open_data
+from .calibration.requests import StatRequest, basic_requests
 from .calibration.stats import ChannelStats
 from .config import TrimConfig
-from .criteria.apoz import APoZ
-from .errors import CalibrationError, ConfigError, PlanError
+from .criteria.apoz import activation_points
+from .criteria.base import Criterion, Scores
+from .errors import CalibrationError, PlanError, VerificationError
 from .gates import GateResult, evaluate
 from .metrics import cost
-from .passes.apply_plan import apply_plan
 from .plan import PrunePlan, structure_fingerprint
-from .policy import Selection, make_plan
 from .report import build_report, to_json
-from .verify import Fidelity, compare
+from .verify import Fidelity
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +67,18 @@ class TrimResult:
         return output, report
 
     def save(self, *, write_model: bool = True) -> list[Path]:
-        """Publish outputs atomically: model (or plan), statistics, and the report last."""
+        """Publish outputs atomically: model (or plan), statistics, and the report last.
+
+        A shard run (`config.shard`) writes its statistics only.
+        """
         output, report_path = self.default_paths()
         protect = self.protected
         written: list[Path] = []
+        if self.config.shard is not None:
+            assert self.config.save_stats is not None and self.stats is not None
+            self.written = [model_io.write_bytes(self.config.save_stats, self.stats.to_bytes(),
+                                                 overwrite=self.config.overwrite, protected=protect)]
+            return self.written
         if self.config.save_stats and self.stats is not None:
             written.append(model_io.write_bytes(self.config.save_stats, self.stats.to_bytes(),
                                                 overwrite=self.config.overwrite, protected=protect))
@@ -89,6 +95,11 @@ class TrimResult:
 
 
 def trim(config: TrimConfig, progress: Progress | None = None) -> TrimResult:
+    """Everything the command line does, in memory; `TrimResult.save` writes the outputs.
+
+    Raises VerificationError (with the result attached, so the report can still be saved)
+    when `config.check` finds outputs that moved beyond the tolerance.
+    """
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -101,30 +112,29 @@ def trim(config: TrimConfig, progress: Progress | None = None) -> TrimResult:
     source = model_io.load_model(config.model)
     model = source.model
     fingerprint = structure_fingerprint(model)
-    analysis = analyse(ir.to_graph(model))
+    analysis = stages.analyse(model)
+    criterion = config.make_criterion()
+    stages.excluded_groups(analysis, config.nodes_to_exclude)  # bad names fail before any calibration
     lap("analyse")
 
     inputs = model_input_specs(model)
     data = open_data(config.data, inputs) if config.data is not None else None
-    criterion = APoZ()
     stats: ChannelStats | None = None
-    scores: dict[int, np.ndarray] = {}
+    scores: Scores | None = None
     if config.plan is not None:
         plan = _read_plan(config.plan)
     else:
         stats = _statistics(config, model, analysis, data, inputs, fingerprint, criterion, progress)
         lap("calibrate")
+        if config.shard is not None:  # one shard of a calibration: its statistics are the result
+            return TrimResult(config, source, PrunePlan(fingerprint, criterion.name, ()), None,
+                              {"shard": list(config.shard), "samples": stats.samples}, stats, None)
         scores = criterion.scores(analysis, stats)
-        selection = Selection(threshold=config.threshold, fraction=config.fraction,
-                              min_keep=config.min_keep, round_to=config.round_to)
-        excluded = _excluded_groups(analysis, config.nodes_to_exclude)
-        plan = make_plan(analysis, {g: s for g, s in scores.items() if g not in excluded}, selection,
-                         fingerprint=fingerprint, criterion=criterion.name)
+        plan = stages.decide(analysis, criterion, scores, config.selection(criterion), fingerprint=fingerprint,
+                             nodes_to_exclude=config.nodes_to_exclude)
     lap("plan")
 
-    trimmed = None if config.dry_run else apply_plan(model, plan, analysis)
-    if trimmed is not None:
-        model_io.check_model(trimmed)
+    trimmed = None if config.dry_run else stages.rewrite(model, plan, analysis)
     lap("rewrite")
 
     fidelity = None
@@ -133,7 +143,7 @@ def trim(config: TrimConfig, progress: Progress | None = None) -> TrimResult:
     lap("verify")
 
     before = cost(model)
-    after = before if trimmed is None else cost(trimmed)
+    after = stages.projected_cost(analysis, plan) if trimmed is None else cost(trimmed)
     latency = _latency(config, model, trimmed, after.macs / before.macs if before.macs else None) \
         if trimmed is not None and config.benchmarks else None
     lap("bench")
@@ -142,16 +152,41 @@ def trim(config: TrimConfig, progress: Progress | None = None) -> TrimResult:
                      fidelity=fidelity, speedup=first["speedup"] if first else None,
                      latency_ms=first["trimmed_ms"] if first else None)
     report = build_report(
-        model_path=str(source.path), analysis=analysis, plan=plan, scores=scores,
-        criterion={"name": plan.criterion, "threshold": None if config.plan else config.threshold,
-                   "fraction": config.fraction, "min_keep": config.min_keep, "round_to": config.round_to,
-                   "nodes_to_exclude": sorted(config.nodes_to_exclude)},
-        samples=stats.samples if stats is not None else 0, before=before, after=after,
+        model_path=str(source.path), analysis=analysis, plan=plan, scores=scores, criterion=criterion,
+        selection=None if config.plan else _selection_record(config, criterion),
+        samples=stats.samples if stats is not None else 0, observed=len(stats.tensors) if stats is not None else 0,
+        before=before, after=after, projected=trimmed is None,
         fidelity=fidelity, timings=timings,
     )
     report["latency"] = latency
     report["gates"] = [g.to_dict() for g in gates]
-    return TrimResult(config, source, plan, trimmed, report, stats, fidelity, gates)
+    result = TrimResult(config, source, plan, trimmed, report, stats, fidelity, gates)
+    failure = _check_failure(config, fidelity)
+    if failure is not None:
+        failure.result = result
+        raise failure
+    return result
+
+
+def _selection_record(config: TrimConfig, criterion: Criterion) -> dict[str, Any]:
+    selection = config.selection(criterion)
+    return {"threshold": selection.threshold, "fraction": selection.fraction, "global": selection.global_ranking,
+            "target_macs": selection.target_macs, "target_params": selection.target_params,
+            "normalize": selection.normalize, "flops_reg": selection.flops_reg, "min_keep": selection.min_keep,
+            "max_fraction_per_group": selection.max_fraction_per_group, "round_to": selection.round_to,
+            "nodes_to_exclude": sorted(config.nodes_to_exclude), "sparsity": config.sparsity}
+
+
+def _check_failure(config: TrimConfig, fidelity: Fidelity | None) -> VerificationError | None:
+    if not config.check or config.dry_run:
+        return None
+    if fidelity is None:
+        return VerificationError("--check found no samples to compare: give --data with at least one sample")
+    if fidelity.max_abs_diff > config.tolerance:
+        return VerificationError(
+            f"outputs differ by up to {fidelity.max_abs_diff:.3g} on {fidelity.samples} {fidelity.data} samples, "
+            f"above --tolerance {config.tolerance:g}; model not written")
+    return None
 
 
 def _latency(config: TrimConfig, model: onnx.ModelProto, trimmed: onnx.ModelProto,
@@ -174,24 +209,44 @@ def _latency(config: TrimConfig, model: onnx.ModelProto, trimmed: onnx.ModelProt
 
 
 def _statistics(config: TrimConfig, model: onnx.ModelProto, analysis: Analysis, data, inputs, fingerprint: str,
-                criterion: APoZ, progress: Progress | None) -> ChannelStats:
+                criterion: Criterion, progress: Progress | None) -> ChannelStats:
+    requests = criterion.requests(analysis)
     if config.load_stats is not None:
-        path = Path(config.load_stats)
-        try:
-            stats = ChannelStats.from_bytes(path.read_bytes(), source=str(path))
-        except OSError as exc:
-            raise CalibrationError(f"cannot read statistics file {path}: {exc.strerror}") from exc
-        if stats.fingerprint != fingerprint:
-            raise CalibrationError(f"{path} holds statistics of a model of another structure")
-        return stats
+        return _loaded_stats(Path(config.load_stats), fingerprint, requests)
+    if not requests:
+        return ChannelStats(fingerprint)  # a data-free criterion
+    if config.save_stats is not None:  # what other activation criteria read too, for later trims
+        requests = list(dict.fromkeys([*requests, *saved_requests(analysis)]))
     batches = iter_batches(data, inputs, batch_size=config.batch_size, max_samples=config.max_samples,
                            holdout=config.holdout, part="calibration")
-    # Only what the criterion reads, unless the statistics are kept for later trims.
-    kinds = STAT_KINDS if config.save_stats is not None else criterion.kinds
-    stats = collect_stats(model, analysis, _counted(batches, "calibrate", progress), fingerprint=fingerprint,
-                          providers=config.providers, kinds=kinds)
-    if stats.samples == 0 and analysis.observations:
+    if config.shard is not None:
+        batches = (b for k, b in enumerate(batches) if k % config.shard[1] == config.shard[0])
+    stats = stages.measure(model, analysis, requests, _counted(batches, "calibrate", progress),
+                           providers=config.providers, fingerprint=fingerprint)
+    if config.shard is not None:
+        stats.parts = (config.shard,)
+    if stats.samples == 0 and config.shard is None:
         raise CalibrationError(f"{data.description}: no calibration samples (all held out or none read)")
+    return stats
+
+
+def saved_requests(analysis: Analysis) -> list[StatRequest]:
+    """The four basic sums at every tensor APoZ or mean activation reads (`--save-stats`)."""
+    points = [point for point, _ in activation_points(analysis)] + list(analysis.consumed)
+    return [request for point in points for request in basic_requests(point.tensor, point.axis)]
+
+
+def _loaded_stats(path: Path, fingerprint: str, requests: list[StatRequest]) -> ChannelStats:
+    try:
+        stats = ChannelStats.from_bytes(path.read_bytes(), source=str(path))
+    except OSError as exc:
+        raise CalibrationError(f"cannot read statistics file {path}: {exc.strerror}") from exc
+    if stats.fingerprint != fingerprint:
+        raise CalibrationError(f"{path} holds statistics of a model of another structure")
+    missing = [r for r in requests if r.tensor not in stats.tensors or r.key not in stats.tensors[r.tensor].keys]
+    if missing:
+        raise CalibrationError(f"{path} lacks statistics this criterion needs ({missing[0].key} of "
+                               f"'{missing[0].tensor}' and {len(missing) - 1} more): calibrate with this criterion")
     return stats
 
 
@@ -200,7 +255,7 @@ def _verify(config: TrimConfig, model, trimmed, data, inputs, progress: Progress
     for part in ("holdout", "calibration") if config.holdout > 0 else ("calibration",):
         batches = iter_batches(data, inputs, batch_size=config.batch_size, max_samples=config.max_samples,
                                holdout=config.holdout, part=part)
-        fidelity = compare(model, trimmed, _counted(batches, "verify", progress), data=part,
+        fidelity = stages.verify(model, trimmed, _counted(batches, "verify", progress), data=part,
                            providers=config.providers, labels=labels)
         if fidelity is not None:
             return fidelity
@@ -233,17 +288,6 @@ def _read_plan(path: str | Path) -> PrunePlan:
     except UnicodeDecodeError as exc:
         raise PlanError(f"plan {path} is not a JSON text file") from exc
     return PrunePlan.from_json(text)
-
-
-def _excluded_groups(analysis: Analysis, names: tuple[str, ...]) -> set[int]:
-    if not names:
-        return set()
-    known = {ir.node_label(n, i) for i, n in enumerate(analysis.graph.nodes)}
-    unknown = sorted(set(names) - known)
-    if unknown:
-        raise ConfigError(f"nodes_to_exclude names no node of the model: {', '.join(unknown[:5])}")
-    wanted = set(names)
-    return {g.id for g in analysis.groups if wanted & set(g.members)}
 
 
 __all__ = ["TrimConfig", "TrimResult", "trim"]

@@ -6,7 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .criteria import make_criterion
+from .criteria.base import Criterion
 from .errors import ConfigError
+from .policy import Selection
 
 
 @dataclass(frozen=True)
@@ -15,11 +18,23 @@ class TrimConfig:
     # A directory of .npy/.npz/test_data_set_* files, "reader.py:make_reader", or (Python
     # only) a CalibrationDataReader, a factory of one, or an iterable of feed dicts.
     data: Any = None
-    apoz: float | None = None  # remove channels with APoZ >= this; 1.0 (only never-active ones) by default
-    fraction: float | None = None  # or remove this share of every group, highest APoZ first
+    criterion: str = "apoz"  # see onnxtrim.criteria.CRITERIA
+    threshold: float | None = None  # remove channels past this score, in the criterion's unit and direction
+    apoz: float | None = None  # shorthand for criterion="apoz", threshold=apoz
+    fraction: float | None = None  # or remove this share of every group (of all channels with global_ranking)
+    global_ranking: bool = False
+    target_macs: float | None = None  # or remove the least that keeps at most this share of the MACs
+    target_params: float | None = None  # ... or of the parameters
+    normalize: str = "none"  # per-group score normalisation before ranking: "none" or "l2"
+    flops_reg: float = 0.0
     min_keep: int = 1
+    max_fraction_per_group: float | None = None
     round_to: int = 1
     nodes_to_exclude: tuple[str, ...] = ()
+    sparsity: float | None = None  # criterion "magnitude": share of every layer's weights set to zero
+    alpha_conv: float = 0.9  # criterion "relief": share of a neuron's activity its kept connections carry
+    alpha_fc: float = 0.95
+    shard: tuple[int, int] | None = None  # (i, n): calibrate batches i, i+n, i+2n, ... only
     max_samples: int | None = None
     batch_size: int = 32
     holdout: float = 0.2
@@ -44,16 +59,28 @@ class TrimConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        if self.apoz is not None and self.fraction is not None:
-            raise ConfigError("--apoz and --fraction choose channels in two different ways: give one")
-        if self.apoz is not None and not 0.0 <= self.apoz <= 1.0:
-            raise ConfigError(f"--apoz must be within [0, 1], got {self.apoz}")
+        if self.apoz is not None:
+            if self.criterion != "apoz":
+                raise ConfigError(f"--apoz is APoZ's threshold; with --criterion {self.criterion} use --threshold")
+            if self.threshold is not None:
+                raise ConfigError("--apoz T is shorthand for --threshold T: give one")
+            if not 0.0 <= self.apoz <= 1.0:
+                raise ConfigError(f"--apoz must be within [0, 1], got {self.apoz}")
+        ways = [flag for flag, value in (("--apoz/--threshold", self.threshold if self.apoz is None else self.apoz),
+                                         ("--fraction", self.fraction), ("--target-macs", self.target_macs),
+                                         ("--target-params", self.target_params)) if value is not None]
+        if len(ways) > 1:
+            raise ConfigError(f"{' and '.join(ways)} choose channels in different ways: give one")
         if self.fraction is not None and not 0.0 <= self.fraction < 1.0:
             raise ConfigError(f"--fraction must be within [0, 1), got {self.fraction}")
-        if self.min_keep < 1:
-            raise ConfigError("--min-keep must be at least 1")
-        if self.round_to < 1:
-            raise ConfigError("--round-to must be at least 1")
+        if self.global_ranking and self.fraction is None and self.target_macs is None and self.target_params is None:
+            raise ConfigError("--global ranks channels across groups for --fraction, --target-macs or "
+                              "--target-params; a threshold is global already")
+        if self.shard is not None and not (self.shard[1] >= 1 and 0 <= self.shard[0] < self.shard[1]):
+            raise ConfigError(f"--shard I/N needs 0 <= I < N, got {self.shard[0]}/{self.shard[1]}")
+        if self.shard is not None and self.save_stats is None:
+            raise ConfigError("--shard calibrates part of the data: pass --save-stats to keep it for "
+                              "'onnxtrim stats merge'")
         if self.batch_size < 1:
             raise ConfigError("--batch-size must be at least 1")
         if self.max_samples is not None and self.max_samples < 1:
@@ -62,8 +89,11 @@ class TrimConfig:
             raise ConfigError(f"--holdout must be within [0, 1), got {self.holdout}")
         if self.tolerance < 0:
             raise ConfigError("--tolerance must not be negative")
-        if self.data is None and self.load_stats is None and self.plan is None:
-            raise ConfigError("calibration data is required: pass --data DIR (or --load-stats / --plan)")
+        criterion = self.make_criterion()
+        self.selection(criterion)  # validates the selection options together
+        if self.data is None and self.load_stats is None and self.plan is None and criterion.needs_data:
+            raise ConfigError(f"criterion {criterion.name} measures activations: pass --data DIR "
+                              "(or --load-stats / --plan, or a data-free criterion such as --criterion l1)")
         if self.check and self.data is None:
             raise ConfigError("--check compares outputs on data: pass --data")
         if self.bench_runs < 1 or self.bench_threads < 0 or not self.bench_batch or min(self.bench_batch) < 1:
@@ -74,15 +104,29 @@ class TrimConfig:
                 raise ConfigError(f"{flag} must not be negative")
         if self.max_drop is not None and self.data is None:
             raise ConfigError("--max-drop compares outputs on data: pass --data")
-        if self.plan is not None and (self.apoz is not None or self.fraction is not None):
-            raise ConfigError("--plan fixes the channels to remove: drop --apoz/--fraction")
+        if self.plan is not None and ways:
+            raise ConfigError(f"--plan fixes the channels to remove: drop {', '.join(ways)}")
 
     @property
     def benchmarks(self) -> bool:
         return self.bench or self.min_speedup is not None or self.max_latency_ms is not None
 
-    @property
-    def threshold(self) -> float | None:
-        if self.fraction is not None:
-            return None
-        return 1.0 if self.apoz is None else self.apoz
+    def make_criterion(self) -> Criterion:
+        return make_criterion(self.criterion, sparsity=self.sparsity, alpha_conv=self.alpha_conv,
+                              alpha_fc=self.alpha_fc)
+
+    def selection(self, criterion: Criterion) -> Selection:
+        """The policy's options; the threshold defaults to the criterion's own (APoZ: 1.0)."""
+        threshold = self.apoz if self.apoz is not None else self.threshold
+        if threshold is None and self.fraction is None and self.target_macs is None and self.target_params is None:
+            threshold = criterion.default_threshold
+            if threshold is None and self.plan is None:
+                raise ConfigError(f"criterion {criterion.name} has no natural threshold: choose channels with "
+                                  "--threshold, --fraction, --target-macs or --target-params")
+        if self.plan is not None and threshold is None:
+            threshold = 0.0  # unused: the plan decides
+        return Selection(threshold=threshold, fraction=self.fraction, target_macs=self.target_macs,
+                         target_params=self.target_params, global_ranking=self.global_ranking,
+                         normalize=self.normalize,  # type: ignore[arg-type]
+                         flops_reg=self.flops_reg, min_keep=self.min_keep,
+                         max_fraction_per_group=self.max_fraction_per_group, round_to=self.round_to)

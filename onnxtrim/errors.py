@@ -6,6 +6,8 @@ and the rule that was broken, and where possible what to do about it.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def one_line(detail: object, limit: int = 400) -> str:
     """A library's (often multi-line) message as one line for our errors, cut at `limit` characters."""
@@ -42,7 +44,13 @@ class PassError(OnnxTrimError):
 
 
 class VerificationError(OnnxTrimError):
-    """The trimmed model differs from the original beyond the requested tolerance."""
+    """The trimmed model differs from the original beyond the requested tolerance.
+
+    `result` holds the finished `TrimResult` when trimming got that far, so a caller can still
+    save the report (the command line does; the model is then not written).
+    """
+
+    result: Any = None
 
 
 class OutputError(OnnxTrimError):

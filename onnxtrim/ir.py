@@ -260,6 +260,14 @@ def const_shape(tensor: gs.Tensor) -> tuple[int, ...] | None:
     return None
 
 
+def constant_behind(tensor: gs.Tensor) -> gs.Tensor:
+    """The tensor that holds the value (through Identity chains), so uses of one shared weight
+    can be recognised as such."""
+    while not isinstance(tensor, gs.Constant) and len(tensor.inputs) == 1 and tensor.inputs[0].op == "Identity":
+        tensor = tensor.inputs[0].inputs[0]
+    return tensor
+
+
 def producer(tensor: gs.Tensor) -> gs.Node | None:
     return tensor.inputs[0] if len(tensor.inputs) == 1 else None
 

@@ -11,6 +11,7 @@ from math import prod
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 
 from . import ir
 
@@ -22,30 +23,33 @@ class Cost:
 
 
 def cost(model: onnx.ModelProto) -> Cost:
-    graph = ir.to_graph(model)
-    params = sum(prod(t.shape) for t in graph.tensors().values() if _is_parameter(t))
-    macs = 0
-    for node in graph.nodes:
-        out = ir.shape_of(node.outputs[0]) if node.outputs else None
-        if out is None:
-            continue
-        out_elems = prod(d if isinstance(d, int) else 1 for d in out)
-        weight = ir.const_shape(node.inputs[1]) if len(node.inputs) > 1 else None
-        if node.op == "Conv" and weight is not None:
-            macs += out_elems * prod(weight[1:])
-        elif node.op == "ConvTranspose" and weight is not None:
-            x = ir.shape_of(node.inputs[0])
-            if x is not None:
-                macs += prod(d if isinstance(d, int) else 1 for d in x) * prod(weight[1:])
-        elif node.op in ("Gemm", "MatMul"):
-            a = ir.shape_of(node.inputs[0])
-            if a is not None and a:
-                k = a[0] if node.op == "Gemm" and node.attrs.get("transA", 0) else a[-1]
-                macs += out_elems * (k if isinstance(k, int) else 1)
-    return Cost(params, macs)
+    return graph_cost(ir.to_graph(model))
 
 
-def _is_parameter(tensor) -> bool:
-    import onnx_graphsurgeon as gs
+def graph_cost(graph: gs.Graph) -> Cost:
+    params = sum(prod(t.shape) for t in graph.tensors().values() if is_parameter(t))
+    return Cost(params, sum(node_macs(node) for node in graph.nodes))
 
+
+def node_macs(node: gs.Node) -> int:
+    """Multiply-accumulates per sample of one node (0 for ops that are not counted)."""
+    out = ir.shape_of(node.outputs[0]) if node.outputs else None
+    if out is None:
+        return 0
+    out_elems = prod(d if isinstance(d, int) else 1 for d in out)
+    weight = ir.const_shape(node.inputs[1]) if len(node.inputs) > 1 else None
+    if node.op == "Conv" and weight is not None:
+        return out_elems * prod(weight[1:])
+    if node.op == "ConvTranspose" and weight is not None:
+        x = ir.shape_of(node.inputs[0])
+        return 0 if x is None else prod(d if isinstance(d, int) else 1 for d in x) * prod(weight[1:])
+    if node.op in ("Gemm", "MatMul"):
+        a = ir.shape_of(node.inputs[0])
+        if a:
+            k = a[0] if node.op == "Gemm" and node.attrs.get("transA", 0) else a[-1]
+            return out_elems * (k if isinstance(k, int) else 1)
+    return 0
+
+
+def is_parameter(tensor: gs.Tensor) -> bool:
     return isinstance(tensor, gs.Constant) and np.dtype(tensor.dtype).kind == "f"

@@ -14,20 +14,24 @@ import numpy as np
 
 from . import __version__
 from .analysis.groups import Analysis
+from .criteria.base import Criterion, Scores
 from .metrics import Cost
 from .plan import PrunePlan
 from .verify import Fidelity
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
-def group_rows(analysis: Analysis, plan: PrunePlan, scores: dict[int, np.ndarray]) -> list[dict[str, Any]]:
+def group_rows(analysis: Analysis, plan: PrunePlan, scores: Scores | None) -> list[dict[str, Any]]:
     keep = plan.keep_map()
+    left = {a.group: a.reason for a in plan.left_alone}
+    decided = {g.group: g for g in plan.groups}
     rows = []
     for group in analysis.groups:
         kept = len(keep[group.id]) if group.id in keep else group.size
-        score = scores.get(group.id)
+        score = scores.values.get(group.id) if scores is not None else None
         observed = score[np.isfinite(score)] if score is not None else np.array([])
+        reasons = group.reasons() + ([left[group.id]] if group.id in left else [])
         rows.append({
             "id": group.id,
             "members": list(group.members),
@@ -37,24 +41,40 @@ def group_rows(analysis: Analysis, plan: PrunePlan, scores: dict[int, np.ndarray
             "removed": group.size - kept,
             "prunable": len(group.prunable),
             "max_score": _num(observed.max()) if observed.size else None,
-            "reasons": group.reasons(),
+            "min_score": _num(observed.min()) if observed.size else None,
+            "selected_by": decided[group.id].reason if group.id in decided else None,
+            "kept_by_constraint": len(decided[group.id].kept_by) if group.id in decided else 0,
+            "reasons": reasons,
         })
     return rows
 
 
-def build_report(*, model_path: str, analysis: Analysis, plan: PrunePlan, scores: dict[int, np.ndarray],
-                 criterion: dict[str, Any], samples: int, before: Cost, after: Cost,
-                 fidelity: Fidelity | None, timings: dict[str, float]) -> dict[str, Any]:
+def mask_rows(plan: PrunePlan) -> list[dict[str, Any]]:
+    """Connection sparsity per masked weight (unstructured criteria)."""
+    return [{"node": m.node, "input": m.input_index, "tensor": m.tensor, "weights": int(m.keep.size),
+             "zeros": m.zeros, "sparsity": _num(m.sparsity)} for m in plan.masks]
+
+
+def build_report(*, model_path: str, analysis: Analysis, plan: PrunePlan, scores: Scores | None,
+                 criterion: Criterion, selection: dict[str, Any] | None, samples: int, observed: int,
+                 before: Cost, after: Cost,
+                 projected: bool, fidelity: Fidelity | None, timings: dict[str, float]) -> dict[str, Any]:
+    masked = sum(m.zeros for m in plan.masks)
     return {
         "schema_version": SCHEMA_VERSION,
         "onnxtrim_version": __version__,
         "input": {"path": model_path, "fingerprint": plan.fingerprint},
         "output": None,
-        "criterion": criterion,
-        "calibration": {"samples": samples, "observed_tensors": len(analysis.observations)},
+        "criterion": {"name": plan.criterion, "unit": criterion.unit, "removes": criterion.removes,
+                      "paper": criterion.paper, "selection": selection},
+        "calibration": {"samples": samples, "observed_tensors": observed},
         "groups": group_rows(analysis, plan, scores),
         "removed_channels": plan.removed,
+        "masks": mask_rows(plan),
+        "masked_weights": masked,
+        "notes": list(plan.notes),
         "cost": {
+            "projected": projected,
             "params_before": before.params,
             "params_after": after.params,
             "macs_before": before.macs,

@@ -87,7 +87,7 @@ def test_outputs_written_once_and_input_untouched(chain_case):
     written = result.save()
     assert [p.name for p in written] == ["chain.trimmed.onnx", "chain.trimmed.report.json"]
     report = json.loads(written[-1].read_text())
-    assert report["schema_version"] == 1 and report["output"]["path"].endswith("chain.trimmed.onnx")
+    assert report["schema_version"] == 2 and report["output"]["path"].endswith("chain.trimmed.onnx")
     with pytest.raises(OutputError):
         trim(TrimConfig(model=path, data=calib)).save()
     with pytest.raises(OutputError):

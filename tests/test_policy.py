@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from onnxtrim.criteria.apoz import APoZ
+from onnxtrim.criteria.base import Scores
 from onnxtrim.errors import ConfigError
 from onnxtrim.policy import Selection, make_plan
 from tests.helpers import models
@@ -15,7 +17,7 @@ CONV_SCORES = np.array([1.0, 0.95, 0.2, 0.9, 0.0, 0.5, 0.97, np.nan])  # class 7
 
 def plan_for(model, scores, **selection):
     analysis = analysis_of(model)
-    return analysis, make_plan(analysis, scores, Selection(**selection), fingerprint="f", criterion="test")
+    return analysis, make_plan(analysis, APoZ(), Scores(scores), Selection(**selection), fingerprint="f")
 
 
 def kept(plan, gid):

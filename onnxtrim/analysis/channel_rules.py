@@ -61,10 +61,3 @@ RULES: dict[str, Rule] = {
     **{op: pool for op in POOL_OPS},
     **{op: reduce for op in REDUCE_OPS},
 }
-
-# Ops through which an all-zero channel stays all zero: an activation's zero statistics
-# observed before them are the statistics of what the consumer reads.
-ZERO_PRESERVING_OPS = frozenset(
-    {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape", "Transpose",
-     "Squeeze", "Unsqueeze", "Identity", "Dropout", "Resize", "Upsample", "Relu", "LeakyRelu"}
-)

@@ -16,9 +16,9 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .. import ir
-from .channel_rules import RULES, ZERO_PRESERVING_OPS
+from .channel_rules import RULES
 from .elements import ElementTable
-from .rule_context import Barrier, Edit, RuleContext, Tracked
+from .rule_context import ROLES, Barrier, Edit, ParamSlice, RuleContext, Tracked
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,28 @@ class Space:
 
 @dataclass(frozen=True)
 class Observation:
-    """A tensor whose per-channel statistics calibration measures."""
+    """A tensor that carries channel elements along `axis` (`elems[i]` at position i)."""
 
     tensor: str
     axis: int
     elems: np.ndarray
+
+
+@dataclass(frozen=True)
+class Member:
+    """A constant that a group's channels index, with the role it plays for them (see ParamSlice).
+
+    `classes[i]` is the group's class at position i of `axis`, -1 where the position belongs to
+    no class of this group (a consumer reading two groups concatenated, say).
+    """
+
+    role: str
+    node: str
+    op: str
+    input_index: int
+    tensor: str
+    axis: int
+    classes: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -79,7 +96,7 @@ class Analysis:
     table: ElementTable
     groups: list[ChannelGroup]
     edits: list[Edit]
-    observations: list[Observation]
+    consumed: list[Observation]  # what consumers read through weights that get sliced, once each
     tracked: dict[str, Tracked]
     barriers: list[BarrierRecord]
     nonempty: list[tuple[np.ndarray, str]] = field(default_factory=list)  # at least one element must survive
@@ -119,6 +136,26 @@ class Analysis:
     def surviving(self, elems: np.ndarray, removed: np.ndarray) -> np.ndarray:
         """Positions of `elems` whose element is not removed (`removed` from `removed_roots`)."""
         return np.flatnonzero(~removed[self.table.roots(elems)])
+
+    def observation(self, tensor: str) -> Observation:
+        tracked = self.tracked[tensor]
+        return Observation(tensor, tracked.axis, tracked.elems)
+
+    def members(self, group_id: int, roles: tuple[str, ...] = ROLES) -> list[Member]:
+        """Every constant indexed by the group's channels, in graph order, with its role."""
+        nodes = self.graph.nodes
+        out = []
+        for edit in self.edits:
+            if not isinstance(edit, ParamSlice) or edit.role not in roles:
+                continue
+            groups, classes = self.classes_of(edit.elems)
+            here = groups == group_id
+            if not here.any():
+                continue
+            node = nodes[edit.node]
+            out.append(Member(edit.role, ir.node_label(node, edit.node), node.op, edit.input_index,
+                              node.inputs[edit.input_index].name, edit.axis, np.where(here, classes, -1)))
+        return out
 
 
 def analyse(graph: gs.Graph) -> Analysis:
@@ -175,10 +212,10 @@ def analyse(graph: gs.Graph) -> Analysis:
 
     table.freeze()
     groups, class_group, class_index = _build_groups(table, spaces)
-    observations = _observations(graph, tracked, consumed)
-    log.debug("analysis: %d groups, %d edits, %d observations, %d barriers",
-              len(groups), len(edits), len(observations), len(barriers))
-    return Analysis(graph, table, groups, edits, observations, tracked, barriers, nonempty, class_group, class_index)
+    read = list({name: Observation(name, t.axis, t.elems) for name, t in consumed}.values())
+    log.debug("analysis: %d groups, %d edits, %d consumed tensors, %d barriers",
+              len(groups), len(edits), len(read), len(barriers))
+    return Analysis(graph, table, groups, edits, read, tracked, barriers, nonempty, class_group, class_index)
 
 
 def _build_groups(table: ElementTable,
@@ -238,29 +275,3 @@ def is_zero_producing(node: gs.Node) -> bool:
             low = None if value is None else float(value.reshape(-1)[0])
         return low is not None and float(low) >= 0.0
     return False
-
-
-def _observations(graph: gs.Graph, tracked: dict[str, Tracked], consumed: list[tuple[str, Tracked]]) -> list[Observation]:
-    """Where to measure each consumed channel.
-
-    From the tensor a consumer reads, walk back through ops that keep an all-zero channel
-    all zero to the activation that produces the zeros (APoZ is defined at the ReLU output,
-    Hu et al. 2016); where there is none, measure what the consumer reads.
-    """
-    tensors = graph.tensors()
-    chosen: dict[str, Observation] = {}
-    for name, t in consumed:
-        point, point_tracked = name, t
-        current = tensors[name]
-        while True:
-            node = ir.producer(current)
-            if node is None:
-                break
-            if is_zero_producing(node):
-                point, point_tracked = current.name, tracked[current.name]
-                break
-            if node.op not in ZERO_PRESERVING_OPS or not node.inputs or node.inputs[0].name not in tracked:
-                break
-            current = node.inputs[0]
-        chosen.setdefault(point, Observation(point, point_tracked.axis, point_tracked.elems))
-    return list(chosen.values())

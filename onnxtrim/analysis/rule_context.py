@@ -29,14 +29,24 @@ class Tracked:
     elems: np.ndarray
 
 
+ROLES = ("producer", "bias", "consumer", "param")
+
+
 @dataclass(frozen=True)
 class ParamSlice:
-    """Keep, along `axis` of the constant at `node.inputs[input_index]`, the positions whose element survives."""
+    """Keep, along `axis` of the constant at `node.inputs[input_index]`, the positions whose element survives.
+
+    `role` says what the constant is to the channels: a producer's weight (output axis) or
+    bias, a consumer's weight (input axis), or another per-channel parameter (a norm's scale,
+    a broadcast constant). Criteria read weights by role (filter magnitude reads producers,
+    Relief consumers); the rewrite treats every role alike.
+    """
 
     node: int
     input_index: int
     axis: int
     elems: np.ndarray
+    role: str = "param"
 
 
 @dataclass(frozen=True)
@@ -171,8 +181,8 @@ class RuleContext:
     def couple(self, a: np.ndarray, b: np.ndarray) -> None:
         self.couples.append((a, b))
 
-    def slice_param(self, input_index: int, axis: int, elems: np.ndarray) -> None:
-        self.edits.append(ParamSlice(self.index, input_index, axis, elems))
+    def slice_param(self, input_index: int, axis: int, elems: np.ndarray, role: str = "param") -> None:
+        self.edits.append(ParamSlice(self.index, input_index, axis, elems, role))
 
     def count_edit(self, elems: np.ndarray, *, input_index: int | None = None, position: int | None = None,
                    attr: str | None = None) -> None:
@@ -196,12 +206,14 @@ class RuleContext:
         self.blocks.append((elems, reason))
         return elems
 
-    def consume(self, i: int) -> None:
-        """Record that this node reads the channels of input i through weights that get sliced."""
+    def consume(self, i: int, weight_input: int, weight_axis: int) -> None:
+        """This node reads the channels of input i through the weight at `weight_input`, whose
+        `weight_axis` is sliced with them."""
         tracked = self.tracked(i)
         tensor = self.input(i)
-        if tracked is not None and tensor is not None:
-            self.consumed.append((tensor.name, tracked))
+        assert tracked is not None and tensor is not None
+        self.consumed.append((tensor.name, tracked))
+        self.slice_param(weight_input, weight_axis, tracked.elems, role="consumer")
 
 
 Rule = Callable[[RuleContext], None]

@@ -32,8 +32,7 @@ def conv(ctx: RuleContext) -> None:
         raise Barrier(f"Conv node '{ctx.name}' reads channels on axis {x.axis}, not 1")
     if group == 1:
         if x is not None:
-            ctx.consume(0)
-            ctx.slice_param(1, 1, x.elems)
+            ctx.consume(0, 1, 1)
         out = ctx.new_space(c_out)
     elif x is None:
         out = ctx.new_space(c_out, blocked=f"grouped Conv '{ctx.name}' reads channels that cannot be removed")
@@ -45,9 +44,9 @@ def conv(ctx: RuleContext) -> None:
             ctx.couple(leaders, x.elems[j::per_group_in])
         out = np.repeat(leaders, c_out // group)
         ctx.count_edit(leaders, attr="group")
-    ctx.slice_param(1, 0, out)
+    ctx.slice_param(1, 0, out, role="producer")
     if bias is not None:
-        ctx.slice_param(2, 0, out)
+        ctx.slice_param(2, 0, out, role="bias")
     ctx.set_output(0, Tracked(1, out))
 
 
@@ -64,17 +63,16 @@ def gemm(ctx: RuleContext) -> None:
     if a is not None:
         if a.axis != (0 if trans_a else 1):
             raise Barrier(f"Gemm node '{ctx.name}' reads channels on its M axis")
-        ctx.consume(0)
-        ctx.slice_param(1, 1 if trans_b else 0, a.elems)
+        ctx.consume(0, 1, 1 if trans_b else 0)
     n = int(b[0] if trans_b else b[1])
     c = ctx.const_shape(2) if ctx.input(2) is not None else None
     blocked = None
     if ctx.input(2) is not None and c is None:
         blocked = f"Gemm node '{ctx.name}' has a non-constant C"
     out = ctx.new_space(n, blocked=blocked)
-    ctx.slice_param(1, 0 if trans_b else 1, out)
+    ctx.slice_param(1, 0 if trans_b else 1, out, role="producer")
     if c is not None and len(c) >= 1 and c[-1] == n and n > 1:
-        ctx.slice_param(2, len(c) - 1, out)
+        ctx.slice_param(2, len(c) - 1, out, role="bias")
     ctx.set_output(0, Tracked(1, out))
 
 
@@ -94,8 +92,7 @@ def matmul(ctx: RuleContext) -> None:
     if a is not None:
         if a.axis != rank_a - 1:
             raise Barrier(f"MatMul node '{ctx.name}' reads channels on an axis other than the last")
-        ctx.consume(0)
-        ctx.slice_param(1, len(b) - 2, a.elems)
+        ctx.consume(0, 1, len(b) - 2)
     out = ctx.new_space(int(b[-1]))
-    ctx.slice_param(1, len(b) - 1, out)
+    ctx.slice_param(1, len(b) - 1, out, role="producer")
     ctx.set_output(0, Tracked(max(rank_a, len(b)) - 1, out))

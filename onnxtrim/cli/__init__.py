@@ -1,7 +1,8 @@
 """Command line: a thin layer over the Python API.
 
 Only this package prints, draws progress bars and tables, sets log levels and chooses exit
-codes. `onnxtrim MODEL ...` trims; `onnxtrim bench A.onnx [B.onnx ...]` measures latency.
+codes. `onnxtrim MODEL ...` trims; `onnxtrim bench A.onnx [B.onnx ...]` measures latency;
+`onnxtrim stats merge ...` adds up statistics calibrated in shards.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from . import bench_command
 
             return bench_command.main(args[1:])
+        if args and args[0] == "stats":
+            from . import stats_command
+
+            return stats_command.main(args[1:])
         from . import trim_command
 
         return trim_command.main(args)

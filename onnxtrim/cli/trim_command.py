@@ -14,6 +14,7 @@ from .. import __version__
 from ..api import TrimResult, trim
 from ..bench.device import cpu_channel_block
 from ..config import TrimConfig
+from ..criteria import CRITERIA
 from ..errors import ConfigError, VerificationError
 
 EPILOG = """\
@@ -25,8 +26,19 @@ examples:
       remove only never-active channels (the default, --apoz 1.0) and fail with exit code 5
       if any output moves by more than 1e-4 on the held-out samples
   onnxtrim model.onnx --data calib/ --fraction 0.3 --round-to 8 --dry-run
-      write the plan (30%% of every group, highest APoZ first, kept counts multiples of 8)
+      write the plan (30% of every group, highest APoZ first, kept counts multiples of 8)
       to model.plan.json for review; apply it later with --plan model.plan.json
+  onnxtrim model.onnx --data calib/ --criterion mean-activation --threshold 0
+      remove exactly the channels that are zero wherever they are read, after any activation
+      (GELU, SiLU, Hardswish: APoZ has a signal only after ReLU-family activations)
+  onnxtrim model.onnx --criterion l1 --target-macs 0.5 --global --max-fraction-per-group 0.7
+      no data needed: remove the filters of smallest L1 norm, ranked across layers, until half
+      the MACs are gone, never more than 70% of one layer
+  onnxtrim model.onnx --data calib/ --criterion relief --alpha-conv 0.9 --alpha-fc 0.95
+      Neural Network Relief: zero the connections that carry little of each neuron's activity
+      and remove the neurons left with none
+  onnxtrim model.onnx --data calib/ --shard 0/4 --save-stats s0.npz   (one of four parallel jobs)
+  onnxtrim stats merge s0.npz s1.npz s2.npz s3.npz -o all.npz       (exact: the same sums as one run)
 
 calibration data (--data):
   a directory of .npy files (one sample or a batch each, single-input models), .npz files
@@ -52,13 +64,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="the ONNX model to trim (never modified)")
     p.add_argument("--data", metavar="DIR|FILE.py:FUNC", help="calibration data (see below)")
     what = p.add_argument_group("what to remove")
+    what.add_argument("--criterion", default="apoz", choices=sorted(CRITERIA), metavar="NAME",
+                      help="how channels are scored: apoz (share of zeros after the ReLU; default), "
+                           "mean-activation (mean |a| where the channel is read), l1 / l2 (filter norms, no data "
+                           "needed), relief (connections carrying a neuron's activity; masks weights and removes "
+                           "neurons left without connections), magnitude (unstructured: --sparsity S of every "
+                           "layer's weights set to zero)")
     choose = what.add_mutually_exclusive_group()
     choose.add_argument("--apoz", type=float, metavar="T",
-                        help="remove channels whose Average Percentage of Zeros is >= T (default 1.0: only "
-                             "channels never active on the data, which is lossless on it)")
+                        help="shorthand for --criterion apoz --threshold T: remove channels whose Average "
+                             "Percentage of Zeros is >= T (default 1.0: only channels never active on the data, "
+                             "which is lossless on it)")
+    choose.add_argument("--threshold", type=float, metavar="T",
+                        help="remove channels past T in the criterion's own unit and direction (APoZ >= T; "
+                             "mean |a|, norms, Relief's kept share <= T). Defaults: apoz 1.0, mean-activation 0 "
+                             "(exactly silent channels), relief 0")
     choose.add_argument("--fraction", type=float, metavar="F",
-                        help="instead, remove this share of every channel group, highest APoZ first")
+                        help="instead, remove this share of every channel group (with --global: of all channels)")
+    choose.add_argument("--target-macs", type=float, metavar="R",
+                        help="remove the fewest channels that keep at most this share of the MACs (0.5 = half)")
+    choose.add_argument("--target-params", type=float, metavar="R",
+                        help="the same for the share of parameters kept")
     choose.add_argument("--plan", metavar="PLAN.json", help="apply a plan written earlier by --dry-run")
+    what.add_argument("--global", dest="global_ranking", action="store_true",
+                      help="rank channels across groups (for --fraction and the targets); combine with "
+                           "--max-fraction-per-group so that no layer is emptied")
+    what.add_argument("--normalize", choices=("none", "l2"), default="none",
+                      help="per-group score normalisation before ranking (l2: Molchanov et al.; default none)")
+    what.add_argument("--flops-reg", type=float, default=0.0, metavar="LAMBDA",
+                      help="favour removing channels that cost many MACs: the case for removal grows by "
+                           "LAMBDA x the channel's share of the model's MACs (Molchanov et al.)")
+    what.add_argument("--max-fraction-per-group", type=float, metavar="F",
+                      help="never remove more than this share of any group")
+    what.add_argument("--sparsity", type=float, metavar="S",
+                      help="--criterion magnitude: share of every Conv/Gemm/MatMul weight set to zero")
+    what.add_argument("--alpha-conv", type=float, default=0.9, metavar="A",
+                      help="--criterion relief: share of a conv neuron's activity its kept connections carry "
+                           "(default 0.9)")
+    what.add_argument("--alpha-fc", type=float, default=0.95, metavar="A",
+                      help="--criterion relief: the same for fully connected layers (default 0.95)")
     what.add_argument("--min-keep", type=int, default=1, metavar="N", help="keep at least N channels per group")
     what.add_argument("--round-to", type=int, default=1, metavar="N",
                       help="keep channel counts multiples of N (removes fewer; onnxruntime's CPU kernels work on "
@@ -74,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--providers", default="cpu", metavar="cpu,cuda", help="onnxruntime execution providers")
     data.add_argument("--save-stats", metavar="FILE.npz", help="save the measured statistics for later trims")
     data.add_argument("--load-stats", metavar="FILE.npz", help="reuse saved statistics instead of calibrating")
+    data.add_argument("--shard", metavar="I/N",
+                      help="calibrate only batches I, I+N, I+2N, ... (with --save-stats); run the N shards as "
+                           "parallel jobs and add them up with 'onnxtrim stats merge'")
     check = p.add_argument_group("verification")
     check.add_argument("--labels", metavar="FILE.npy", help="integer labels of the data samples, for accuracy")
     check.add_argument("--no-verify", action="store_true", help="skip comparing original and trimmed outputs")
@@ -109,7 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrimConfig:
     excluded = tuple(n for n in args.nodes_to_exclude.split(",") if n)
     return TrimConfig(
-        model=args.model, data=args.data, apoz=args.apoz, fraction=args.fraction, plan=args.plan,
+        model=args.model, data=args.data, criterion=args.criterion, apoz=args.apoz, threshold=args.threshold,
+        fraction=args.fraction, target_macs=args.target_macs, target_params=args.target_params, plan=args.plan,
+        global_ranking=args.global_ranking, normalize=args.normalize, flops_reg=args.flops_reg,
+        max_fraction_per_group=args.max_fraction_per_group, sparsity=args.sparsity, alpha_conv=args.alpha_conv,
+        alpha_fc=args.alpha_fc, shard=_shard(args.shard),
         min_keep=args.min_keep, round_to=args.round_to, nodes_to_exclude=excluded,
         max_samples=args.max_samples, batch_size=args.batch_size, holdout=args.holdout,
         providers=tuple(p for p in args.providers.split(",") if p), save_stats=args.save_stats,
@@ -119,6 +170,16 @@ def config_from_args(args: argparse.Namespace) -> TrimConfig:
         min_speedup=args.min_speedup, max_latency_ms=args.max_latency_ms, output=args.output, report=args.report, dry_run=args.dry_run,
         overwrite=args.overwrite,
     )
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError as exc:
+        raise ConfigError(f"--shard takes I/N (e.g. 0/4), got {text!r}") from exc
+    return index, count
 
 
 def _ints(text: str, flag: str) -> tuple[int, ...]:
@@ -147,10 +208,18 @@ def main(argv: Sequence[str]) -> int:
                                             total=None)
             bar.advance(tasks[stage], samples)
 
-        result = trim(config, progress)
-    failure = _check_failure(config, result)
+        try:
+            result = trim(config, progress)
+            failure = None
+        except VerificationError as error:
+            if error.result is None:
+                raise
+            result, failure = error.result, error
     written = result.save(write_model=failure is None)
-    if not args.quiet:
+    if not args.quiet and config.shard is not None:
+        Console(soft_wrap=True).print(f"calibrated shard {config.shard[0]}/{config.shard[1]} on {result.stats.samples}"
+                                      f" samples; wrote {', '.join(map(str, written))}")
+    elif not args.quiet:
         _print_summary(Console(soft_wrap=True), result, written)
     if failure is not None:
         raise failure
@@ -159,28 +228,19 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
-def _check_failure(config: TrimConfig, result: TrimResult) -> VerificationError | None:
-    if not config.check or config.dry_run:
-        return None
-    if result.fidelity is None:
-        return VerificationError("--check found no samples to compare: give --data with at least one sample")
-    if result.fidelity.max_abs_diff > config.tolerance:
-        return VerificationError(
-            f"outputs differ by up to {result.fidelity.max_abs_diff:.3g} on {result.fidelity.samples} "
-            f"{result.fidelity.data} samples, above --tolerance {config.tolerance:g}; model not written")
-    return None
-
-
 def _print_summary(console: Console, result: TrimResult, written) -> None:
     report = result.report
     table = Table(title="onnxtrim: channel groups", title_justify="left")
-    for column in ("group", "producers", "channels", "max APoZ", "left alone because"):
+    criterion = report["criterion"]
+    extreme = "max" if criterion["removes"] == "high" else "min"
+    for column in ("group", "producers", "channels", f"{extreme} {criterion['unit'] or criterion['name']}",
+                   "left alone because"):
         table.add_column(column, overflow="fold")
     changed = [g for g in report["groups"] if g["removed"]]
     untouched = [g for g in report["groups"] if not g["removed"]]
     for g in changed + untouched[: max(0, 12 - len(changed))]:
         members = ", ".join(g["members"][:2]) + (f" +{len(g['members']) - 2}" if len(g["members"]) > 2 else "")
-        score = g["max_score"]
+        score = g[f"{extreme}_score"]
         table.add_row(str(g["id"]), members, f"{g['size']} → {g['kept']}",
                       "-" if score is None else f"{float(score):.3f}", "; ".join(g["reasons"][:1]))
     hidden = len(report["groups"]) - table.row_count
@@ -201,7 +261,16 @@ def _print_summary(console: Console, result: TrimResult, written) -> None:
         console.print(f"gate {gate['name']} {'passed' if gate['passed'] else 'FAILED'}: {gate['measure']} "
                       f"{gate['value'] if gate['value'] is None else format(gate['value'], '.4g')} "
                       f"(limit {gate['limit']:g})")
+    if report["masks"]:
+        weights = sum(m["weights"] for m in report["masks"])
+        console.print(f"weights set to zero: {report['masked_weights']:,} of {weights:,} "
+                      f"({report['masked_weights'] / max(weights, 1):.1%}) in {len(report['masks'])} tensors")
+    for note in report["notes"]:
+        console.print(f"note: {note}")
     f = report["fidelity"]
+    if f is None and result.model is not None:
+        console.print("not verified: no calibration data to compare the models on"
+                      if result.config.data is None else "not verified (--no-verify or no samples)")
     if f is not None:
         line = (f"fidelity on {f['samples']} {f['data']} samples: max |Δ| {float(f['max_abs_diff']):.3g}, "
                 f"cosine {float(f['mean_cosine']):.6f}")
@@ -212,7 +281,8 @@ def _print_summary(console: Console, result: TrimResult, written) -> None:
         console.print(line)
     block = cpu_channel_block()
     odd = [g for g in report["groups"] if g["removed"] and g["kept"] % block]
-    if odd and report["criterion"]["round_to"] % block:
+    selection = report["criterion"]["selection"] or {}
+    if odd and selection.get("round_to", 1) % block:
         console.print(f"hint: {len(odd)} trimmed groups keep channel counts that are not multiples of {block}, the "
                       "channel block of onnxruntime's CPU kernels on this machine (16 with AVX-512, 8 with AVX2); "
                       "such convolutions lose its fastest kernels (benchmarks/speedup.py measured up to 3x slower "

@@ -1,52 +1,113 @@
-"""The criterion interface: per-class removal scores for every channel group.
+"""The criterion interface: what a criterion needs measured, and its score for every channel.
 
-A score is the strength of the case for removing a channel (higher goes first), NaN where
-a class was never observed. Criteria differ in what they measure (APoZ, activity share,
-Taylor) but share how a group's measurement is formed from its member tensors.
+A criterion declares its needs as statistic requests (or none: data-free criteria read the
+weights), turns the measured sums into one score per class of every channel group, and says
+which groups it has nothing to say about (APoZ without a ReLU, for instance) so that the
+policy leaves them alone with that reason instead of cutting them by index. Criteria that
+decide single weights rather than channels (magnitude, Relief) also return weight masks.
+The policy, not the criterion, turns scores into a plan.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
+import onnx_graphsurgeon as gs
 
-from ..analysis.groups import Analysis
+from .. import ir
+from ..analysis.groups import Analysis, Observation
+from ..calibration.requests import StatRequest
 from ..calibration.stats import ChannelStats
+from ..errors import CalibrationError
+from ..masks import WeightMask
 
 
-class Criterion(Protocol):
-    name: str
-    kinds: tuple[str, ...]  # statistics it needs from calibration
+@dataclass(frozen=True)
+class Scores:
+    """Per group id, one score per class (NaN where unmeasured); and the groups without a signal."""
 
-    def scores(self, analysis: Analysis, stats: ChannelStats) -> dict[int, np.ndarray]:
-        """Group id -> removal score per class."""
-        ...
+    values: dict[int, np.ndarray]
+    no_signal: dict[int, str] = field(default_factory=dict)
+    masks: tuple[WeightMask, ...] = ()
 
 
-def per_tensor_class_ratios(analysis: Analysis, stats: ChannelStats, kind: str) -> dict[int, list[np.ndarray]]:
-    """For each group, one array per observed tensor: sum of `kind` / count, per class.
+class Criterion(ABC):
+    """Base of every criterion; subclasses set the class attributes and override what they need.
 
-    Positions of one class within a tensor (a flattened channel's block, a channel
-    concatenated twice) are pooled before dividing; NaN marks classes the tensor lacks.
+    `removes`: "high" when a high score is the case for removal (APoZ: zero most of the time),
+    "low" when a low score is (importance: activation, magnitude, Taylor). A threshold is in the
+    criterion's own unit and direction: APoZ ≥ T, mean |a| ≤ T.
+    """
+
+    name: str = ""
+    unit: str = ""
+    removes: Literal["high", "low"] = "low"
+    default_threshold: float | None = None  # what a bare run removes; None: the user must choose
+    needs_data: bool = True
+    needs_gradients: bool = False
+    paper: str = ""
+
+    def requests(self, analysis: Analysis) -> list[StatRequest]:
+        return []
+
+    @abstractmethod
+    def scores(self, analysis: Analysis, stats: ChannelStats) -> Scores:
+        """Group id -> score per class, from the statistics of `requests` (empty if data-free)."""
+
+    def removal_order(self, score: np.ndarray) -> np.ndarray:
+        """The key whose ascending order puts the strongest case for removal first."""
+        return -score if self.removes == "high" else score
+
+    def crosses(self, score: np.ndarray, threshold: float) -> np.ndarray:
+        """Which scores are past `threshold` in the criterion's direction (and so removed)."""
+        return score >= threshold if self.removes == "high" else score <= threshold
+
+
+def ratios_per_group(analysis: Analysis, stats: ChannelStats, points: list[Observation], key: str,
+                     per: str = "value") -> dict[int, list[np.ndarray]]:
+    """For each group, one array per observed tensor: sum of statistic `key` / count, per class.
+
+    `per="value"` divides by the values seen per channel (a mean over every activation),
+    `per="sample"` by the samples. Positions of one class within a tensor (a flattened
+    channel's block, a channel concatenated twice) are pooled before dividing; NaN marks
+    classes the tensor lacks.
     """
     per_group: dict[int, list[np.ndarray]] = {}
     sizes = {g.id: g.size for g in analysis.groups}
-    for obs in analysis.observations:
+    for obs in points:
         tensor_stats = stats.tensors.get(obs.tensor)
-        if tensor_stats is None or kind not in tensor_stats.sums or tensor_stats.count == 0:
+        if tensor_stats is None or tensor_stats.count == 0:
             continue
-        values = tensor_stats.sums[kind]
+        values = tensor_stats.sums.get(key)
+        if values is None:
+            raise CalibrationError(f"the statistics hold no '{key}' for tensor '{obs.tensor}': they were "
+                                   "measured for another criterion (calibrate again, or --save-stats with this one)")
         if len(values) != len(obs.elems):
             continue
+        unit = tensor_stats.count if per == "value" else tensor_stats.samples
         group_of, class_of = analysis.classes_of(obs.elems)
         for gid in np.unique(group_of[group_of >= 0]).tolist():
             here = group_of == gid
             numerator = np.zeros(sizes[gid])
             count = np.zeros(sizes[gid])
             np.add.at(numerator, class_of[here], np.asarray(values, dtype=np.float64)[here])
-            np.add.at(count, class_of[here], tensor_stats.count)
+            np.add.at(count, class_of[here], unit)
             with np.errstate(invalid="ignore", divide="ignore"):
                 ratio = np.where(count > 0, numerator / np.maximum(count, 1), np.nan)
             per_group.setdefault(gid, []).append(ratio)
     return per_group
+
+
+def weighted_layers(analysis: Analysis) -> list[tuple[str, gs.Node, np.ndarray]]:
+    """Every Conv, Gemm and MatMul whose weight (input 1) is a float constant: label, node, weight."""
+    layers = []
+    for index, node in enumerate(analysis.graph.nodes):
+        if node.op not in ("Conv", "Gemm", "MatMul") or len(node.inputs) < 2:
+            continue
+        weight = ir.const_value(node.inputs[1])
+        if weight is not None and weight.dtype.kind == "f" and weight.ndim >= 2:
+            layers.append((ir.node_label(node, index), node, weight))
+    return layers

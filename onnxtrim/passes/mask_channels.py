@@ -2,6 +2,7 @@
 
 Before:  x → Relu → y          (x carries group channels)
 After:   x → Mul(x, mask) → Relu → Mul(·, mask) → y, mask = 0 at removed channels, 1 elsewhere
+         (and the plan's weight masks applied, as `apply_plan` applies them)
 
 This is the reference `apply_plan` must equal (masked equivalence): every tensor that
 carries a removed channel has that channel zeroed right where it is produced. It is also a
@@ -19,11 +20,13 @@ import onnx_graphsurgeon as gs
 from .. import ir
 from ..errors import PassError
 from ..plan import PrunePlan
-from .apply_plan import analysed_for
+from .apply_masks import mask_weights
+from .preamble import NameSource, analysed_for
 
 
 def mask_channels(model: onnx.ModelProto, plan: PrunePlan) -> onnx.ModelProto:
     graph, analysis, removed = analysed_for(model, plan)
+    mask_weights(graph, plan.masks, NameSource(graph).fresh)
     tensors = graph.tensors()
     for k, (name, tracked) in enumerate(sorted(analysis.tracked.items())):
         surviving = analysis.surviving(tracked.elems, removed)

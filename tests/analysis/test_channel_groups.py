@@ -20,10 +20,10 @@ def test_chain_groups_and_output_block():
     assert set(groups[("Gemm#7",)].blocked.values()) == {"channels reach graph output 'y'"}
 
 
-def test_chain_observes_relu_outputs_not_what_the_consumer_reads():
+def test_chain_records_what_each_consumer_reads():
     analysis = analysis_of(models.CHAIN)
-    # Gemm#5 reads the Flatten output, but APoZ is defined at the ReLU before the pooling.
-    assert sorted(o.tensor for o in analysis.observations) == ["hr", "r"]
+    # Gemm#5 reads the Flatten output of the pooled ReLU, Gemm#7 the second ReLU.
+    assert sorted(o.tensor for o in analysis.consumed) == ["f", "hr"]
 
 
 def test_residual_add_couples_both_branches():
@@ -88,7 +88,7 @@ def test_initializer_that_is_also_an_input_is_not_a_constant():
 @pytest.mark.parametrize("name", ["CHAIN", "RESIDUAL", "CONCAT", "DEPTHWISE_SE", "SHARED", "RESHAPE", "MLP"])
 def test_every_group_has_an_observation_for_each_prunable_class(name):
     analysis = analysis_of(getattr(models, name))
-    seen = {analysis.class_of(int(e)) for o in analysis.observations for e in o.elems}
+    seen = {analysis.class_of(int(e)) for o in analysis.consumed for e in o.elems}
     for g in analysis.groups:
         for c in g.prunable.tolist():
             assert (g.id, c) in seen, f"{name}: class {c} of group {g.members} is never observed"

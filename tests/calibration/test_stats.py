@@ -8,14 +8,33 @@ import numpy as np
 import onnx
 import pytest
 
-from onnxtrim.calibration.collect import collect_stats, observed_tensors
+from onnxtrim.calibration import collect
 from onnxtrim.calibration.probes import add_probes
 from onnxtrim.calibration.readers import Batch
+from onnxtrim.calibration.requests import StatRequest, basic_requests
 from onnxtrim.calibration.stats import ChannelStats
+from onnxtrim.criteria.apoz import activation_points
 from onnxtrim.errors import CalibrationError
 from onnxtrim.runtime import import_ort
 from tests.helpers import models
 from tests.helpers.plans import analysis_of, run
+
+
+def apoz_points(analysis):
+    return [point for point, _ in activation_points(analysis)]
+
+
+def all_four(analysis) -> list[StatRequest]:
+    return [r for p in apoz_points(analysis) for r in basic_requests(p.tensor, p.axis)]
+
+
+def observed_tensors(analysis, requests=None):
+    return collect.observed_tensors(analysis, requests if requests is not None else all_four(analysis))
+
+
+def collect_stats(model, analysis, batches, requests=None, **kwargs):
+    return collect.collect_stats(model, analysis, batches, requests if requests is not None else all_four(analysis),
+                                 **kwargs)
 
 
 def batches_of(x: np.ndarray, size: int) -> list[Batch]:
@@ -42,9 +61,9 @@ def test_statistics_equal_numpy_over_exposed_activations(data):
     # one tensor reduced in the blocked layout (Conv→Relu, per-sample means), one by plain reductions
     assert sorted(o.blocked_layout for o in observed_tensors(analysis)) == [False, True]
     stats = collect_stats(model, analysis, batches_of(data, 5), fingerprint="f")
-    names = [o.tensor for o in analysis.observations]
+    names = [o.tensor for o in apoz_points(analysis)]
     activations = dict(zip(names, run(exposed(model, names), {"x": data})[1:]))
-    for obs in analysis.observations:
+    for obs in apoz_points(analysis):
         a = np.moveaxis(activations[obs.tensor], obs.axis, 0).reshape(len(obs.elems), -1).astype(np.float64)
         got = stats.tensors[obs.tensor]
         assert got.count == a.shape[1] and got.samples == 12
@@ -52,7 +71,7 @@ def test_statistics_equal_numpy_over_exposed_activations(data):
         np.testing.assert_allclose(got.sums["sum"], a.sum(axis=1), rtol=1e-5, atol=1e-4)
         np.testing.assert_allclose(got.sums["abs_sum"], np.abs(a).sum(axis=1), rtol=1e-5, atol=1e-4)
         np.testing.assert_allclose(got.sums["sq_sum"], (a * a).sum(axis=1), rtol=1e-5, atol=1e-4)
-        np.testing.assert_allclose(got.apoz, (a == 0).mean(axis=1))
+        np.testing.assert_allclose(got.sums["zeros"] / got.count, (a == 0).mean(axis=1))
 
 
 def test_one_batch_and_many_batches_give_the_same_sums(data):
@@ -108,7 +127,8 @@ def test_probes_run_as_soon_as_their_tensor_exists(tmp_path):
     """
     ort = import_ort()
     model = models.residual(channels=32, inputs=16)
-    augmented, probes = add_probes(model, observed_tensors(analysis_of(model)))
+    analysis = analysis_of(model)
+    augmented, probes = add_probes(model, observed_tensors(analysis), all_four(analysis))
     options = ort.SessionOptions()
     options.enable_profiling = True
     options.profile_file_prefix = str(tmp_path / "order")
@@ -143,6 +163,6 @@ wide (float[N,1,256,256] x, float[1,1,1,1] w, float[1] b, float[5,1] wf) => (flo
     assert [o.blocked_layout for o in observed_tensors(analysis)] == [True]
     rng = np.random.default_rng(1)
     x = rng.standard_normal((512, 1, 256, 256)).astype(np.float32) + rng.uniform(-1, 1, (512, 1, 1, 1)).astype(np.float32)
-    stats = collect_stats(model, analysis, batches_of(x, 512), fingerprint="f", kinds=("zeros",))
+    stats = collect_stats(model, analysis, batches_of(x, 512), [StatRequest("r", 1, "zeros")], fingerprint="f")
     activation = run(exposed(model, ["r"]), {"x": x})[1]
     np.testing.assert_array_equal(stats.tensors["r"].sums["zeros"], (activation == 0).sum(axis=(0, 2, 3)))

@@ -52,11 +52,12 @@ def injectable(analysis, group) -> bool:
     """True when every tensor measuring this group is an activation's output: only then does a
     producer driven to -1e4 make the channel read as exactly zero everywhere."""
     from onnxtrim import ir
+    from onnxtrim.criteria.apoz import activation_points
 
     tensors = analysis.graph.tensors()
     roots = set(group.roots.tolist())
     seen = False
-    for obs in analysis.observations:
+    for obs, _ in activation_points(analysis):
         if not roots & set(analysis.table.roots(obs.elems).tolist()):
             continue
         node = ir.producer(tensors[obs.tensor])

@@ -1,0 +1,106 @@
+"""The pipeline's stages as public, in-memory functions: analyse, measure, decide, rewrite, verify.
+
+`api.trim` composes them once, from files to files. A loop that trims, fine-tunes and
+recalibrates (Network Trimming's iterations) composes them again on models in memory: every
+stage takes and returns plain values (ModelProto, Analysis, ChannelStats, PrunePlan,
+Fidelity) and writes nothing.
+
+    analysis = stages.analyse(model)
+    stats = stages.measure(model, analysis, criterion.requests(analysis), batches)
+    plan = stages.decide(analysis, criterion, stats, Selection(threshold=0.9))
+    trimmed = stages.rewrite(model, plan, analysis)
+    fidelity = stages.verify(model, trimmed, holdout_batches)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import onnx
+
+from . import ir, model_io
+from .analysis.cost import CostModel
+from .analysis.groups import Analysis
+from .analysis.groups import analyse as _analyse
+from .calibration.collect import collect_stats
+from .calibration.feeds import Batch
+from .calibration.requests import StatRequest
+from .calibration.stats import ChannelStats
+from .criteria.base import Criterion, Scores
+from .errors import ConfigError
+from .metrics import Cost
+from .passes.apply_plan import apply_plan
+from .passes.preamble import validated_keep
+from .plan import PrunePlan, structure_fingerprint
+from .policy import Selection, make_plan
+from .verify import Fidelity, compare
+
+
+def analyse(model: onnx.ModelProto) -> Analysis:
+    """Channel groups, the edits removing them needs, barriers, and the tensors consumers read."""
+    return _analyse(ir.to_graph(model))
+
+
+def measure(model: onnx.ModelProto, analysis: Analysis, requests: Sequence[StatRequest], batches: Iterable[Batch],
+            *, providers: Sequence[str] = ("cpu",), fingerprint: str | None = None) -> ChannelStats:
+    """Run the batches once through onnxruntime with in-graph probes; per-channel sums of every request."""
+    return collect_stats(model, analysis, batches, requests, providers=providers,
+                         fingerprint=fingerprint or structure_fingerprint(model))
+
+
+def decide(analysis: Analysis, criterion: Criterion, stats: ChannelStats | Scores, selection: Selection, *,
+           fingerprint: str, nodes_to_exclude: Sequence[str] = (), cost_model: CostModel | None = None) -> PrunePlan:
+    """Scores (from statistics, or given) through the policy's stages to a plan."""
+    scores = stats if isinstance(stats, Scores) else criterion.scores(analysis, stats)
+    excluded = excluded_groups(analysis, nodes_to_exclude)
+    plan = make_plan(analysis, criterion, scores, selection, fingerprint=fingerprint,
+                     excluded={gid: f"excluded by nodes_to_exclude ({name})" for gid, name in excluded.items()},
+                     cost_model=cost_model)
+    if nodes_to_exclude and plan.masks:
+        skip = set(nodes_to_exclude)
+        plan = PrunePlan(plan.fingerprint, plan.criterion, plan.groups, plan.left_alone,
+                         tuple(m for m in plan.masks if m.node not in skip), plan.notes)
+    return plan
+
+
+def rewrite(model: onnx.ModelProto, plan: PrunePlan, analysis: Analysis | None = None) -> onnx.ModelProto:
+    """The trimmed model (masks applied, channels removed), checked by onnx's checker."""
+    trimmed = apply_plan(model, plan, analysis)
+    model_io.check_model(trimmed)
+    return trimmed
+
+
+def verify(original: onnx.ModelProto, trimmed: onnx.ModelProto, batches: Iterable[Batch], *, data: str = "holdout",
+           providers: Sequence[str] = ("cpu",), labels: np.ndarray | None = None) -> Fidelity | None:
+    """Both models on the same batches; None when there were no samples."""
+    return compare(original, trimmed, batches, data=data, providers=providers, labels=labels)
+
+
+def projected_cost(analysis: Analysis, plan: PrunePlan, cost_model: CostModel | None = None) -> Cost:
+    """Parameters and MACs the plan's model would have, without building it (dry runs, budgets)."""
+    model = cost_model or CostModel(analysis)
+    return model.projected(analysis.removed_roots(validated_keep(plan, analysis)))
+
+
+def excluded_groups(analysis: Analysis, names: Sequence[str]) -> dict[int, str]:
+    """Group id -> the excluded producer that holds it. Names that are not producers are an error."""
+    if not names:
+        return {}
+    labels = {ir.node_label(n, i) for i, n in enumerate(analysis.graph.nodes)}
+    producers = {space.node: group.id for group in analysis.groups for space in group.spaces}
+    unknown = sorted(n for n in set(names) if n not in labels)
+    if unknown:
+        raise ConfigError(f"nodes_to_exclude names no node of the model: {', '.join(unknown[:5])}")
+    others = sorted(n for n in set(names) if n not in producers)
+    if others:
+        raise ConfigError(f"nodes_to_exclude names nodes that produce no prunable channels: {', '.join(others[:5])} "
+                          "(name Conv, Gemm or MatMul nodes with constant weights)")
+    out: dict[int, str] = {}
+    for name in names:
+        out.setdefault(producers[name], name)
+    return out
+
+
+__all__ = ["analyse", "decide", "excluded_groups", "measure", "projected_cost", "rewrite", "structure_fingerprint",
+           "verify"]
