@@ -2,10 +2,11 @@
 
 For each torchvision model (random seeded weights, exported at --size) and each trimming fraction F,
 the plan comes from the API: `Selection(fraction=F)` removes floor(F * size) channels of every
-prunable group, ranked by a score, and `apply_plan` rewrites the model. Random weights make APoZ
-meaningless as a ranking of importance, but not as a ranking: with `--scores apoz` (default) the scores
-are real APoZ values from `collect_stats` over `--calib-samples` standard-normal inputs, so the whole
-calibrate -> APoZ -> plan -> rewrite path runs; `--scores uniform` gives every class the same score
+prunable group, ranked by a score, and `apply_plan` rewrites the model. Random weights make the scores
+meaningless as a ranking of importance, but not as a ranking: with `--scores activation` (default) they
+are real mean |a| values (`--criterion mean-activation`, which has a signal after every activation,
+where APoZ has none after SiLU or in linear bottlenecks) over `--calib-samples` standard-normal
+inputs, so the whole calibrate -> score -> plan -> rewrite path runs; `--scores uniform` gives every class the same score
 (the policy's stable sort then removes the lowest-numbered channels of each group) and skips
 calibration. Which channels go does not change the count per group, so MACs and latency barely depend
 on this choice.
@@ -39,12 +40,12 @@ import _common
 import numpy as np
 import onnx
 
-from onnxtrim import ir, metrics
+from onnxtrim import ir, metrics, stages
 from onnxtrim.analysis.groups import analyse
 from onnxtrim.bench.harness import BenchConfig, benchmark
-from onnxtrim.calibration.collect import collect_stats
 from onnxtrim.calibration.readers import Batch
-from onnxtrim.criteria.apoz import APoZ
+from onnxtrim.criteria.base import Scores
+from onnxtrim.criteria.mean_activation import MeanActivation
 from onnxtrim.passes.apply_plan import apply_plan
 from onnxtrim.plan import structure_fingerprint
 from onnxtrim.policy import Selection, make_plan
@@ -54,16 +55,18 @@ TARGET = 1.15
 DEFAULT_MODELS = "resnet18,resnet50,mobilenet_v2,vgg16_bn,densenet121,efficientnet_b0"
 
 
-def scores_for(model, analysis, fingerprint, how: str, size: int, samples: int) -> dict[int, np.ndarray]:
+CRITERION = MeanActivation()
+
+
+def scores_for(model, analysis, fingerprint, how: str, size: int, samples: int) -> Scores:
     if how == "uniform":
-        return {g.id: np.full(g.size, 0.5) for g in analysis.groups}
+        return Scores({g.id: np.full(g.size, 0.5) for g in analysis.groups})
     rng = np.random.default_rng(0)
     batch = min(samples, 8)
     batches = (Batch({"input": rng.standard_normal((batch, 3, size, size), dtype=np.float32)}, f"random {i}",
                      np.arange(i, i + batch, dtype=np.int64)) for i in range(0, samples, batch))
-    criterion = APoZ()
-    stats = collect_stats(model, analysis, batches, fingerprint=fingerprint, kinds=criterion.kinds)
-    return criterion.scores(analysis, stats)
+    stats = stages.measure(model, analysis, CRITERION.requests(analysis), batches, fingerprint=fingerprint)
+    return CRITERION.scores(analysis, stats)
 
 
 def nchwc_convs(model: onnx.ModelProto) -> tuple[int, int]:
@@ -102,7 +105,7 @@ def bench_model(name: str, args, results: dict) -> None:
         for round_to in args.round_to:
             label = f"-{round(fraction * 100)}%" + (f" r{round_to}" if round_to > 1 else "")
             selection = Selection(fraction=fraction, round_to=round_to)
-            plan = make_plan(analysis, scores, selection, fingerprint=fingerprint, criterion=f"apoz:{args.scores}")
+            plan = make_plan(analysis, CRITERION, scores, selection, fingerprint=fingerprint)
             trimmed = apply_plan(model, plan)
             c = metrics.cost(trimmed)
             blocked, convs = nchwc_convs(trimmed)
@@ -157,8 +160,9 @@ def main() -> int:
     p.add_argument("--fractions", default="0.3,0.5", help="shares of each group to remove (default 0.3,0.5)")
     p.add_argument("--round-to", default="1", help="kept-count multiples to compare, e.g. 1,8 (default 1)")
     p.add_argument("--size", type=int, default=None, help="input height and width (default 224; 64 with --quick)")
-    p.add_argument("--scores", choices=("apoz", "uniform"), default="apoz")
-    p.add_argument("--calib-samples", type=int, default=8, help="random calibration samples for --scores apoz")
+    p.add_argument("--scores", choices=("activation", "uniform"), default="activation")
+    p.add_argument("--calib-samples", type=int, default=8,
+                   help="random calibration samples for --scores activation")
     p.add_argument("--batch-sizes", default="1,8", help="any of 1,8 (default both)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1; 0 = onnxruntime's default)")
     p.add_argument("--runs-b1", type=int, default=None, help="timed runs per model at batch 1 (default 15)")

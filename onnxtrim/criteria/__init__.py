@@ -11,9 +11,18 @@ from typing import Any
 from ..errors import ConfigError
 from .apoz import APoZ
 from .base import Criterion, Scores
+from .filter_norm import FilterNorm
+from .magnitude import Magnitude
+from .mean_activation import MeanActivation
+from .relief import Relief
 
 CRITERIA: dict[str, Callable[..., Criterion]] = {
     "apoz": lambda **_: APoZ(),
+    "mean-activation": lambda **_: MeanActivation(),
+    "l1": lambda **_: FilterNorm(1),
+    "l2": lambda **_: FilterNorm(2),
+    "relief": lambda alpha_conv=0.9, alpha_fc=0.95, **_: Relief(alpha_conv, alpha_fc),
+    "magnitude": lambda sparsity=None, **_: Magnitude(_required(sparsity, "magnitude", "--sparsity S")),
 }
 
 

@@ -21,9 +21,10 @@ What the analysis finds, on both exports:
 - classifier: "channels reach graph output 'logits'".
 
 Exact GELU of a very negative input is exactly zero in float32 (erf saturates to -1, so
-0.5·x·(1 + erf(x/√2)) = -0.0, and -0.0 == 0 for the APoZ zero count), in torch and in
+0.5·x·(1 + erf(x/√2)) = -0.0, and |-0.0| = 0 for the mean |a|), in torch and in
 onnxruntime (the TorchScript erf decomposition and the opset-20 Gelu op alike). So zeroed fc1 rows
-with bias -1e4 make neurons dead that `apoz=1.0` finds and removes through the public API.
+with bias -1e4 make neurons dead that `criterion="mean-activation", threshold=0` finds and removes
+through the public API (APoZ has no signal after a GELU).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ nn = torch.nn
 from onnxtrim import ir
 from onnxtrim.api import trim
 from onnxtrim.config import TrimConfig
+from onnxtrim.criteria.apoz import activation_points
 from tests.helpers.plans import analysis_of, assert_masked_equivalent, random_plan, run
 
 VOCAB, HIDDEN, HEADS, SEQ, FF = 50, 32, 4, 8, 64
@@ -187,8 +189,10 @@ def test_analysis_finds_mlp_groups_and_blocks_attention_and_residual(exported):
 
     # Every barrier is a head split or a residual Add; no LayerNormalization is ever reached by a channel.
     assert Counter(b.op for b in analysis.barriers) == {"Reshape": 6, "Add": 4}
-    # APoZ is measured where fc2 (and the classifier) read: the GELU output and the tanh output.
-    assert len(analysis.observations) == 3
+    # Consumers read three tensors: the GELU output (fc2), the tanh output (the classifier), and the
+    # LayerNorm output the MLP's fc1 reads. None is a ReLU output: APoZ has no signal anywhere.
+    assert len(analysis.consumed) == 3
+    assert not any(at_relu for _, at_relu in activation_points(analysis))
 
 
 # ---- 2. dead neurons removed exactly ------------------------------------------------------
@@ -204,7 +208,7 @@ def test_dead_gelu_neurons_are_removed_exactly(exported):
     rng = np.random.default_rng(0)
     ids = token_ids(rng, 40)
     data = [{"ids": ids[k:k + 8]} for k in range(0, len(ids), 8)]
-    result = trim(TrimConfig(model=path, data=data, apoz=1.0))
+    result = trim(TrimConfig(model=path, data=data, criterion="mean-activation", threshold=0.0))
 
     groups = linear_of_groups(analysis_of(model), net)
     rows = {tuple(g["members"]): (g["size"], g["kept"]) for g in result.report["groups"]}

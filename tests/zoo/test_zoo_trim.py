@@ -5,8 +5,9 @@ For each (model, exporter):
   those channels in the original computes, the output passes the full checker and keeps a
   dynamic batch;
 - dead-channel equivalence: channels made provably dead in up to four prunable groups
-  (producer rows 0, bias -1e4 before their activations) are removed by `apoz=1.0` through
-  the public API, and the outputs do not move;
+  (producer rows 0, bias -1e4 before their activations) are removed by
+  `criterion="mean-activation", threshold=0` (exactly silent channels, after any activation)
+  through the public API, and the outputs do not move;
 - coverage: what the analysis found is compared with `tests/zoo/coverage.json`, from which the
   README's coverage table is rendered (`python tests/zoo/render_coverage.py`), so the table
   cannot drift from what the code does.
@@ -99,7 +100,7 @@ def test_zoo_model_trims_correctly(name, exporter, zoo_export, zoo_reference, re
     dead_path = tmp_path / "dead.onnx"
     onnx.save(dead, dead_path)
     calib = [{k: v} for k, v in feeds.items()]
-    result = trim(TrimConfig(model=dead_path, data=calib, apoz=1.0, holdout=0.0))
+    result = trim(TrimConfig(model=dead_path, data=calib, criterion="mean-activation", threshold=0.0, holdout=0.0))
     after = {tuple(g["members"]): g for g in result.report["groups"]}
     for members, classes in killed.items():
         assert after[members]["removed"] >= len(classes), (members, after[members])
