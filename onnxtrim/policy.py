@@ -242,14 +242,14 @@ def restore_survivors(analysis: Analysis, keep: dict[int, set[int]],
     `keep` is updated in place; returns (group, class, reason) for each class given back.
     `weakness(group, class)`: higher is a weaker case for removal (default: the lowest index).
     """
-    restored = []
+    restored: list[tuple[int, int, str]] = []
     sizes = {g.id: g.size for g in analysis.groups}
     while True:
         emptied = analysis.emptied(analysis.removed_roots(_arrays(keep)))
         if not emptied:
             return restored
         elems, why = emptied[0]
-        classes = sorted({analysis.class_of(int(e)) for e in elems} - {None})  # type: ignore[type-var]
+        classes = sorted({c for c in (analysis.class_of(int(e)) for e in elems) if c is not None})
         gid, cid = max(classes, key=lambda gc: (weakness(*gc) if weakness else 0, -gc[0], -gc[1]))
         keep.setdefault(gid, set(range(sizes[gid]))).add(cid)
         restored.append((gid, cid, why))

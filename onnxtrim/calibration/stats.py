@@ -145,19 +145,20 @@ class ChannelStats:
 
     def to_bytes(self) -> bytes:
         """An .npz archive: one array per (tensor, statistic) and a JSON index; no pickles."""
-        index = {"version": STATS_VERSION, "fingerprint": self.fingerprint, "tensors": {},
+        tensors: dict[str, dict[str, object]] = {}
+        index = {"version": STATS_VERSION, "fingerprint": self.fingerprint, "tensors": tensors,
                  "parts": [list(p) for p in self.parts]}
         buffer = io.BytesIO()
         arrays: dict[str, np.ndarray] = {}
         for k, (name, stats) in enumerate(sorted(self.tensors.items())):
             stored = stats.arrays()
             keys = sorted(stored)
-            index["tensors"][name] = {"key": k, "axis": stats.axis, "count": stats.count, "samples": stats.samples,
-                                      "kinds": keys, "forms": [stored[key][0] for key in keys]}
+            tensors[name] = {"key": k, "axis": stats.axis, "count": stats.count, "samples": stats.samples,
+                             "kinds": keys, "forms": [stored[key][0] for key in keys]}
             for j, key in enumerate(keys):
                 arrays[f"t{k}_s{j}"] = stored[key][1]
         arrays["index"] = np.frombuffer(json.dumps(index, sort_keys=True).encode(), dtype=np.uint8)
-        np.savez(buffer, **arrays)
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
         return buffer.getvalue()
 
     @classmethod
