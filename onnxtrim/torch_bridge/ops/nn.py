@@ -49,16 +49,21 @@ def spatial_pads(x: T, kernel: Sequence[int], auto_pad: str, pads: Sequence[int]
     return list(pads) if pads else [0] * (2 * rank)
 
 
+def padded(x: T, pads: Sequence[int], value: float = 0.0) -> T:
+    """`x` with ONNX-ordered spatial `pads` applied (torch's F.pad lists the last axis first)."""
+    rank = len(pads) // 2
+    torch_pads: list[int] = []
+    for b, e in zip(reversed(pads[:rank]), reversed(pads[rank:])):
+        torch_pads += [b, e]
+    return F.pad(x, torch_pads, value=value) if any(torch_pads) else x
+
+
 def symmetric_or_padded(x: T, pads: Sequence[int], value: float = 0.0) -> tuple[T, tuple[int, ...]]:
     """(input, torch padding): symmetric pads go to the op; others are applied here with `value`."""
     rank = len(pads) // 2
-    begins, ends = pads[:rank], pads[rank:]
-    if list(begins) == list(ends):
-        return x, tuple(begins)
-    torch_pads: list[int] = []
-    for b, e in zip(reversed(begins), reversed(ends)):
-        torch_pads += [b, e]
-    return F.pad(x, torch_pads, value=value), (0,) * rank
+    if list(pads[:rank]) == list(pads[rank:]):
+        return x, tuple(pads[:rank])
+    return padded(x, pads, value), (0,) * rank
 
 
 @op("Conv")
@@ -163,9 +168,22 @@ for _name, _fn in {"Softmax": torch.softmax, "LogSoftmax": torch.log_softmax, "H
     op(_name, 13)(lambda x, *, axis=-1, _f=_fn: _f(x, axis))
 
 
+def _dropout(x: T, n_outputs: int, mask: T | None = None) -> T | tuple[T, T]:
+    if n_outputs > 1:
+        return x, torch.ones_like(x, dtype=torch.bool) if mask is None else mask
+    return x
+
+
 @op("Dropout", 7, wants_outputs=True)
-def dropout_attr(x: T, *, ratio: float = 0.5, seed: int = 0, n_outputs: int = 1) -> T | tuple[T, T]:
-    return _dropout(x, n_outputs)
+def dropout7(x: T, *, ratio: float = 0.5, n_outputs: int = 1) -> T | tuple[T, T]:
+    # before opset 12 the spec leaves the inference mask open; these are onnxruntime's (float zeros here,
+    # boolean False from 10)
+    return _dropout(x, n_outputs, torch.zeros_like(x) if n_outputs > 1 else None)
+
+
+@op("Dropout", 10, wants_outputs=True)
+def dropout10(x: T, *, ratio: float = 0.5, n_outputs: int = 1) -> T | tuple[T, T]:
+    return _dropout(x, n_outputs, torch.zeros_like(x, dtype=torch.bool) if n_outputs > 1 else None)
 
 
 @op("Dropout", 12, shape_inputs=(1, 2), frozen_inputs=(1,), wants_outputs=True)
@@ -174,12 +192,6 @@ def dropout(x: T, ratio: Any = None, training_mode: Any = None, *, seed: int = 0
     if training_mode is not None and bool(scalar(training_mode)):
         raise unsupported("Dropout with training_mode=True (random masks cannot match onnxruntime)")
     return _dropout(x, n_outputs)
-
-
-def _dropout(x: T, n_outputs: int) -> T | tuple[T, T]:
-    if n_outputs > 1:
-        return x, torch.ones_like(x, dtype=torch.bool)
-    return x
 
 
 @op("Flatten")

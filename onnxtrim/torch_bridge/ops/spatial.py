@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .nn import spatial_pads, symmetric_or_padded
+from .nn import padded, spatial_pads
 from .registry import axis_index, ints, op, scalar, unsupported
 
 T = torch.Tensor
@@ -46,7 +46,7 @@ def max_pool(x: T, *, auto_pad: str = "NOTSET", ceil_mode: int = 0, dilations: S
     if fits:
         padding = tuple(full[:rank])
     else:
-        x, padding = symmetric_or_padded(x, full, value=-math.inf), (0,) * rank
+        x, padding = padded(x, full, value=-math.inf), (0,) * rank
     return _MAX[rank](x, tuple(kernel_shape), strides, padding, dilations, bool(ceil_mode))
 
 
@@ -61,12 +61,11 @@ def average_pool(x: T, *, auto_pad: str = "NOTSET", ceil_mode: int = 0, count_in
     pool = _AVG[rank]
     if fits:
         return pool(x, kernel, strides, tuple(full[:rank]), bool(ceil_mode), bool(count_include_pad))
-    padded, _ = symmetric_or_padded(x, full)
+    summed = pool(padded(x, full), kernel, strides, 0, bool(ceil_mode), True)
     if count_include_pad:
-        return pool(padded, kernel, strides, 0, bool(ceil_mode), True)
-    ones, _ = symmetric_or_padded(torch.ones_like(x[:1, :1]), full)
-    return pool(padded, kernel, strides, 0, bool(ceil_mode), True) / pool(ones, kernel, strides, 0,
-                                                                         bool(ceil_mode), True)
+        return summed
+    ones = padded(torch.ones_like(x[:1, :1]), full)
+    return summed / pool(ones, kernel, strides, 0, bool(ceil_mode), True)
 
 
 @op("LpPool", 2)
@@ -76,8 +75,8 @@ def lp_pool(x: T, *, auto_pad: str = "NOTSET", ceil_mode: int = 0, dilations: Se
     rank, strides, dilations, full, _ = _pool_setup(x, kernel_shape, auto_pad, pads, strides, dilations)
     if any(d != 1 for d in dilations):
         raise unsupported(f"LpPool with dilations {list(dilations)}")
-    padded, _ = symmetric_or_padded(x.abs().pow(p), full)
-    summed = _AVG[rank](padded, tuple(kernel_shape), strides, 0, bool(ceil_mode), True) * math.prod(kernel_shape)
+    powered = padded(x.abs().pow(p), full)
+    summed = _AVG[rank](powered, tuple(kernel_shape), strides, 0, bool(ceil_mode), True) * math.prod(kernel_shape)
     return summed.pow(1.0 / p)
 
 
