@@ -5,8 +5,11 @@ fine-tuning or a gradient criterion is asked for.
 """
 
 from .check import Agreement, OutputAgreement, bridge, check_against_onnxruntime
+from .finetune import FinetuneConfig, FinetuneLog, finetune
+from .masks import MaskSet
 from .module import OnnxModule, to_torch
+from .teacher import TeacherCache
 from .write_back import write_back
 
-__all__ = ["Agreement", "OnnxModule", "OutputAgreement", "bridge", "check_against_onnxruntime", "to_torch",
-           "write_back"]
+__all__ = ["Agreement", "FinetuneConfig", "FinetuneLog", "MaskSet", "OnnxModule", "OutputAgreement",
+           "TeacherCache", "bridge", "check_against_onnxruntime", "finetune", "to_torch", "write_back"]
