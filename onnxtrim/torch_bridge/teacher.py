@@ -85,9 +85,3 @@ class TeacherCache:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
-
-    def __enter__(self) -> TeacherCache:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

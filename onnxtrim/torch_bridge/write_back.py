@@ -19,6 +19,9 @@ from ..errors import BridgeError
 from .module import OnnxModule
 
 
+_PAYLOAD_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data", "raw_data")
+
+
 def _array(value: torch.Tensor, init: onnx.TensorProto) -> np.ndarray:
     value = value.detach().cpu()
     if init.data_type == onnx.TensorProto.BFLOAT16:
@@ -46,12 +49,9 @@ def write_back(model: onnx.ModelProto, module: OnnxModule) -> onnx.ModelProto:
         array = _array(param, init)
         if not np.all(np.isfinite(array.astype(np.float32))):
             raise BridgeError(f"Parameter for initializer '{init.name}' holds NaN or Inf")
-        fresh = numpy_helper.from_array(array, init.name)
-        data_type, doc = init.data_type, init.doc_string
-        init.Clear()
-        init.CopyFrom(fresh)
-        init.data_type = data_type  # bfloat16 travels as uint16 bits through numpy
-        init.doc_string = doc
+        for payload in _PAYLOAD_FIELDS:  # every other field (name, dims, type, doc_string...) stays as it was
+            init.ClearField(payload)
+        init.raw_data = numpy_helper.from_array(array).raw_data
         seen.add(init.name)
     missing = sorted(set(params) - seen)
     if missing:

@@ -123,7 +123,8 @@ def batch_norm(x: T, scale: T, bias: T, mean: T, var: T, *, epsilon: float = 1e-
                training_mode: int = 0, spatial: int = 1) -> T:
     if training_mode:
         raise unsupported("BatchNormalization with training_mode=1 (batch statistics)")
-    return F.batch_norm(x, mean, var, scale, bias, False, 0.0, epsilon)
+    # detached: an exporter may share one zero tensor between a bias (a weight) and a running mean
+    return F.batch_norm(x, mean.detach(), var.detach(), scale, bias, False, 0.0, epsilon)
 
 
 @op("InstanceNormalization", 6)
