@@ -18,7 +18,6 @@ from onnx import numpy_helper
 from ..errors import BridgeError
 from .module import OnnxModule
 
-
 _PAYLOAD_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data", "raw_data")
 
 

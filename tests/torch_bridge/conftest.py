@@ -15,8 +15,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from tests.helpers.export import Exporter  # noqa: E402
-from tests.helpers.session import session_object  # noqa: E402
+from tests.helpers.export import Exporter
+from tests.helpers.session import session_object
 
 
 def _cache(tmp_path_factory: pytest.TempPathFactory):

@@ -46,7 +46,7 @@ def test_seeded_runs_are_reproducible(digits):
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_training_lowers_the_loss_and_distillation_pulls_towards_the_teacher(digits, optimizer):
-    model, data, labels = digits
+    model, data, _ = digits
     # a student that starts away from its teacher: the same net with its first layer scaled
     student = onnx.ModelProto()
     student.CopyFrom(model)

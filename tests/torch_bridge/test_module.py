@@ -51,7 +51,7 @@ def test_a_shared_initializer_is_one_tied_parameter():
     module = to_torch(shared_model())
     assert sorted(module.onnx_parameters()) == ["W", "b"]
     w = module.parameter("W")
-    y, h = module(rand(3, 4))
+    y, _ = module(rand(3, 4))
     y.sum().backward()
     x = torch.from_numpy(rand(3, 4))
     w_ = w.detach().clone().requires_grad_(True)
