@@ -143,7 +143,7 @@ def sanitize(names: Iterable[str]) -> dict[str, str]:
 
 
 def default_trainable(init: onnx.TensorProto, data_use: bool) -> bool:
-    """A weight: a float tensor of two or more elements read as data by some node.
+    """A weight: a float tensor of two or more elements from which an output is reached as data.
 
     Single-element floats are constants the dynamo exporter materialises (attention scales,
     epsilons), and floats read only at shape-like or frozen positions (Resize scales, Clip bounds,
@@ -153,26 +153,21 @@ def default_trainable(init: onnx.TensorProto, data_use: bool) -> bool:
 
 
 def _data_uses(model: onnx.ModelProto, versions: dict[str, int]) -> set[str]:
-    """Names read by some node at a position that is neither shape-like nor frozen, through Identity."""
-    used: set[str] = set()
-    through: dict[str, list[str]] = {}
-    for node in model.graph.node:
+    """Names from which some graph output is reached through inputs that are neither shape-like nor frozen.
+
+    One backward walk over the (topologically sorted) nodes: Identity chains, exporters' shared
+    weights and any other differentiable path count; paths through a comparison, Where's condition,
+    Shape or a ScatterND's updates do not.
+    """
+    reached = {o.name for o in model.graph.output}
+    for node in reversed(model.graph.node):
+        if not any(name in reached for name in node.output):
+            continue
         spec = lookup(node.op_type, node.domain, versions.get(node.domain or "", 1))
         for i, name in enumerate(node.input):
-            if not name:
-                continue
-            if node.op_type == "Identity":
-                through.setdefault(name, []).extend(node.output)
-            elif spec is None or (i not in spec.shape_inputs and i not in spec.frozen_inputs):
-                used.add(name)
-    changed = True
-    while changed:
-        changed = False
-        for src, outs in through.items():
-            if src not in used and any(o in used for o in outs):
-                used.add(src)
-                changed = True
-    return used
+            if name and (spec is None or (i not in spec.shape_inputs and i not in spec.frozen_inputs)):
+                reached.add(name)
+    return reached
 
 
 def compile_graph(model: onnx.ModelProto, trainable: Callable[[onnx.TensorProto], bool] | None = None) -> Program:

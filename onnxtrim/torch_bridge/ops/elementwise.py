@@ -103,8 +103,13 @@ def min_(*xs: T) -> T:
     return out
 
 
+# no gradient flows through these (piecewise constant, or boolean): an initializer read only through them
+# is a constant, not a weight
+_NO_GRADIENT = frozenset({"Sign", "Floor", "Ceil", "Round", "IsNaN", "Not"})
+
+
 def _unary(name: str, fn: Any) -> None:
-    op(name)(lambda x: fn(x))
+    op(name, frozen_inputs=(0,) if name in _NO_GRADIENT else ())(lambda x: fn(x))
 
 
 for _name, _fn in {
@@ -118,7 +123,7 @@ for _name, _fn in {
     _unary(_name, _fn)
 
 
-@op("IsInf", 10)
+@op("IsInf", 10, frozen_inputs=(0,))
 def is_inf(x: T, *, detect_negative: int = 1, detect_positive: int = 1) -> T:
     if detect_negative and detect_positive:
         return torch.isinf(x)
@@ -137,10 +142,10 @@ for _name, _fn in {
     "Equal": torch.eq, "Less": torch.lt, "Greater": torch.gt, "LessOrEqual": torch.le,
     "GreaterOrEqual": torch.ge, "And": torch.logical_and, "Or": torch.logical_or, "Xor": torch.logical_xor,
 }.items():
-    op(_name)(lambda a, b, _f=_fn: _f(a, b))
+    op(_name, frozen_inputs=(0, 1))(lambda a, b, _f=_fn: _f(a, b))
 
 
-@op("Where", 9)
+@op("Where", 9, frozen_inputs=(0,))
 def where(cond: T, x: T, y: T) -> T:
     return torch.where(cond, x, y)
 

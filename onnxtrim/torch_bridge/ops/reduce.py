@@ -76,5 +76,5 @@ def _arg(fn: Callable[..., T]) -> Callable[..., T]:
     return handler
 
 
-op("ArgMax", 1)(_arg(torch.argmax))
-op("ArgMin", 1)(_arg(torch.argmin))
+op("ArgMax", 1, frozen_inputs=(0,))(_arg(torch.argmax))
+op("ArgMin", 1, frozen_inputs=(0,))(_arg(torch.argmin))

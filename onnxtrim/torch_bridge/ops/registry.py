@@ -10,9 +10,11 @@ and 18, Reduce* axes moving to an input at 18...), not per version number.
 axes, pads, sizes...): when such an input is a constant the module receives a Python value
 (a tuple of ints, or an int or float for a scalar) once, at build time, so that no tensor is read
 back per call; when it is computed (Shape → Gather → Concat chains over a dynamic batch) the
-handler gets a tensor and `ints()` converts it at run time. `frozen_inputs` names float inputs that
-are statistics or settings, never weights (BatchNormalization's running mean and variance, Clip's
-bounds, Pow's exponent): a float initializer used only there becomes a buffer, not a Parameter.
+handler gets a tensor and `ints()` converts it at run time. `frozen_inputs` names inputs that are
+statistics or settings, never weights (BatchNormalization's running mean and variance, Clip's
+bounds, Pow's exponent), and inputs no gradient flows through (comparisons, Where's condition,
+ScatterND's data and updates: exporters build attention masks that way): a float initializer from
+which no graph output can be reached but through such inputs becomes a buffer, not a Parameter.
 """
 
 from __future__ import annotations

@@ -33,12 +33,12 @@ def constant(**attrs: Any) -> T:
     raise unsupported(f"Constant with a {name} attribute")
 
 
-@op("Shape", 1)
+@op("Shape", 1, frozen_inputs=(0,))
 def shape(x: T, *, start: int = 0, end: int | None = None) -> T:
     return torch.tensor(x.shape[start:end], dtype=torch.int64, device=x.device)
 
 
-@op("Size")
+@op("Size", frozen_inputs=(0,))
 def size(x: T) -> T:
     return torch.tensor(x.numel(), dtype=torch.int64, device=x.device)
 
@@ -197,7 +197,7 @@ def gather_nd(x: T, indices: T, *, batch_dims: int = 0) -> T:
     return x[_nd_index(x, indices, batch_dims)]
 
 
-@op("ScatterND", 11)
+@op("ScatterND", 11, frozen_inputs=(0, 2))
 def scatter_nd(data: T, indices: T, updates: T, *, reduction: str = "none") -> T:
     if reduction not in ("none", "add"):
         raise unsupported(f"ScatterND reduction={reduction!r}")
@@ -207,7 +207,7 @@ def scatter_nd(data: T, indices: T, updates: T, *, reduction: str = "none") -> T
 _SCATTER_REDUCE = {"add": "sum", "mul": "prod", "max": "amax", "min": "amin"}
 
 
-@op("ScatterElements", 11)
+@op("ScatterElements", 11, frozen_inputs=(0, 2))
 def scatter_elements(data: T, indices: T, updates: T, *, axis: int = 0, reduction: str = "none") -> T:
     a = axis_index(axis, data.dim())
     indices = torch.where(indices < 0, indices + data.shape[a], indices)
