@@ -1,6 +1,7 @@
 """onnxtrim: structured channel pruning of ONNX models from activation statistics."""
 
 from .errors import (
+    BridgeError,
     CalibrationError,
     ConfigError,
     DependencyError,
@@ -15,6 +16,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BridgeError",
     "CalibrationError",
     "ConfigError",
     "DependencyError",

@@ -55,3 +55,12 @@ class VerificationError(OnnxTrimError):
 
 class OutputError(OnnxTrimError):
     """An output cannot be written (exists, is the input, read-only destination, disk full)."""
+
+
+class BridgeError(OnnxTrimError):
+    """The ONNX model cannot be run faithfully as a torch module: an op or attribute value without a torch
+    mapping (the message names the op and the node), or outputs that differ from onnxruntime's."""
+
+
+class FinetuneError(BridgeError):
+    """Fine-tuning cannot go on: the loss became NaN or Inf (the message names the step and what to try)."""

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import (
+    BridgeError,
     CalibrationError,
     ConfigError,
     DependencyError,
@@ -40,6 +41,7 @@ EXIT_CODES: dict[type[OnnxTrimError], int] = {
     AccuracyGateError: 10,
     SpeedupGateError: 11,
     LatencyGateError: 12,
+    BridgeError: 13,
 }
 
 

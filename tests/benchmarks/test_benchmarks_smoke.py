@@ -81,3 +81,10 @@ def test_calibration_memory(cache_dir, tmp_path):
         rows = data["results"][source]
         assert [r["samples_seen"] for r in rows] == [32, 128]
         assert finite(data["summary"][source]["ratio_peak_rss_max_over_min"])
+
+
+def test_bridge_speed(cache_dir, tmp_path):
+    data = run_quick("bridge_speed", cache_dir, tmp_path)
+    entry = data["models"]["resnet18"]
+    assert finite(entry["ratio_bridge_torchscript_over_native"]) and finite(entry["ratio_native_train_over_native"])
+    assert entry["bridge_max_rel_vs_onnxruntime"]["torchscript"] < 1e-4

@@ -112,3 +112,9 @@ def test_exit_code_mapping_follows_the_class_hierarchy():
     assert exit_code_for(Sub("x")) == EXIT_CODES[CalibrationError] == 4
     assert exit_code_for(ModelError("x")) == 3
     assert exit_code_for(OnnxTrimError("x")) == 1
+
+
+def test_bridge_error_is_exit_13():
+    from onnxtrim.errors import BridgeError
+
+    assert exit_code_for(BridgeError("x")) == EXIT_CODES[BridgeError] == 13

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.export import EXPORTERS, Exporter, export_torch, zoo_model
+from tests.helpers.session import session_object
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -86,7 +87,8 @@ class ZooCache:
 
 @pytest.fixture(scope="session")
 def zoo_cache(tmp_path_factory: pytest.TempPathFactory) -> ZooCache:
-    return ZooCache(tmp_path_factory.mktemp("zoo"))
+    # one cache per session, shared with tests/torch_bridge (which exports the same models)
+    return session_object("zoo_cache", lambda: ZooCache(tmp_path_factory.mktemp("zoo")))
 
 
 @pytest.fixture(scope="session")
