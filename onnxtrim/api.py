@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import onnx
 from . import model_io, stages
 from .analysis.groups import Analysis
 from .calibration.batching import iter_batches
-from .calibration.feeds import model_input_specs
+from .calibration.feeds import Batch, model_input_specs
 from .calibration.readers import open_data
 from .calibration.requests import StatRequest, basic_requests
 from .calibration.stats import ChannelStats
@@ -217,12 +217,17 @@ def _statistics(config: TrimConfig, model: onnx.ModelProto, analysis: Analysis, 
         return ChannelStats(fingerprint)  # a data-free criterion
     if config.save_stats is not None:  # what other activation criteria read too, for later trims
         requests = list(dict.fromkeys([*requests, *saved_requests(analysis)]))
-    batches = iter_batches(data, inputs, batch_size=config.batch_size, max_samples=config.max_samples,
-                           holdout=config.holdout, part="calibration")
-    if config.shard is not None:
-        batches = (b for k, b in enumerate(batches) if k % config.shard[1] == config.shard[0])
-    stats = stages.measure(model, analysis, requests, _counted(batches, "calibrate", progress),
-                           providers=config.providers, fingerprint=fingerprint)
+
+    def batches() -> Iterator[Batch]:
+        every = iter_batches(data, inputs, batch_size=config.batch_size, max_samples=config.max_samples,
+                             holdout=config.holdout, part="calibration")
+        if config.shard is not None:
+            every = (b for k, b in enumerate(every) if k % config.shard[1] == config.shard[0])
+        return _counted(every, "calibrate", progress)
+
+    labels = _read_labels(config.labels) if config.labels is not None else None
+    stats = stages.measure(model, analysis, requests, batches, providers=config.providers, fingerprint=fingerprint,
+                           labels=labels)
     if config.shard is not None:
         stats.parts = (config.shard,)
     if stats.samples == 0 and config.shard is None:
@@ -256,7 +261,7 @@ def _verify(config: TrimConfig, model, trimmed, data, inputs, progress: Progress
         batches = iter_batches(data, inputs, batch_size=config.batch_size, max_samples=config.max_samples,
                                holdout=config.holdout, part=part)
         fidelity = stages.verify(model, trimmed, _counted(batches, "verify", progress), data=part,
-                           providers=config.providers, labels=labels)
+                                 providers=config.providers, labels=labels)
         if fidelity is not None:
             return fidelity
     return None

@@ -25,7 +25,7 @@ class TrimConfig:
     global_ranking: bool = False
     target_macs: float | None = None  # or remove the least that keeps at most this share of the MACs
     target_params: float | None = None  # ... or of the parameters
-    normalize: str = "none"  # per-group score normalisation before ranking: "none" or "l2"
+    normalize: str | None = None  # per-group score normalisation before ranking: "none", "l2"; None: the criterion's
     flops_reg: float = 0.0
     min_keep: int = 1
     max_fraction_per_group: float | None = None
@@ -127,6 +127,6 @@ class TrimConfig:
             threshold = 0.0  # unused: the plan decides
         return Selection(threshold=threshold, fraction=self.fraction, target_macs=self.target_macs,
                          target_params=self.target_params, global_ranking=self.global_ranking,
-                         normalize=self.normalize,  # type: ignore[arg-type]
+                         normalize=self.normalize or criterion.default_normalize,  # type: ignore[arg-type]
                          flops_reg=self.flops_reg, min_keep=self.min_keep,
                          max_fraction_per_group=self.max_fraction_per_group, round_to=self.round_to)

@@ -14,7 +14,7 @@ Fidelity) and writes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import onnx
@@ -25,10 +25,10 @@ from .analysis.groups import Analysis
 from .analysis.groups import analyse as _analyse
 from .calibration.collect import collect_stats
 from .calibration.feeds import Batch
-from .calibration.requests import StatRequest
+from .calibration.requests import GRADIENT_KINDS, StatRequest
 from .calibration.stats import ChannelStats
 from .criteria.base import Criterion, Scores
-from .errors import ConfigError
+from .errors import CalibrationError, ConfigError, DependencyError
 from .metrics import Cost
 from .passes.apply_plan import apply_plan
 from .passes.preamble import validated_keep
@@ -42,11 +42,51 @@ def analyse(model: onnx.ModelProto) -> Analysis:
     return _analyse(ir.to_graph(model))
 
 
-def measure(model: onnx.ModelProto, analysis: Analysis, requests: Sequence[StatRequest], batches: Iterable[Batch],
-            *, providers: Sequence[str] = ("cpu",), fingerprint: str | None = None) -> ChannelStats:
-    """Run the batches once through onnxruntime with in-graph probes; per-channel sums of every request."""
-    return collect_stats(model, analysis, batches, requests, providers=providers,
-                         fingerprint=fingerprint or structure_fingerprint(model))
+Batches = Iterable[Batch] | Callable[[], Iterable[Batch]]
+
+
+def measure(model: onnx.ModelProto, analysis: Analysis, requests: Sequence[StatRequest], batches: Batches,
+            *, providers: Sequence[str] = ("cpu",), fingerprint: str | None = None, labels: np.ndarray | None = None,
+            teacher: onnx.ModelProto | None = None, device: str = "cpu") -> ChannelStats:
+    """Per-channel sums of every request over the batches.
+
+    Activation statistics come from one onnxruntime pass with in-graph probes; gradient ones
+    (Taylor) from one pass through the torch bridge, with `labels` for cross-entropy or
+    `teacher` for distillation (see `torch_bridge.gradients`). When both are needed, `batches`
+    must be a function returning a fresh iterable, since the data is read twice.
+    """
+    fingerprint = fingerprint or structure_fingerprint(model)
+    probed = [r for r in requests if r.kind not in GRADIENT_KINDS]
+    graded = [r for r in requests if r.kind in GRADIENT_KINDS]
+    if probed and graded and not callable(batches):
+        raise ConfigError("measuring activation and gradient statistics reads the data twice: pass batches "
+                          "as a function returning a fresh iterable")
+
+    def fresh() -> Iterable[Batch]:
+        return batches() if callable(batches) else batches
+
+    stats = collect_stats(model, analysis, fresh(), probed, providers=providers, fingerprint=fingerprint) \
+        if probed or not graded else ChannelStats(fingerprint)
+    if graded:
+        try:
+            from .torch_bridge.gradients import taylor_stats
+        except ImportError as exc:
+            raise DependencyError("gradient criteria need PyTorch: pip install 'onnxtrim[torch]'") from exc
+        _add_keys(stats, taylor_stats(model, graded, fresh(), fingerprint=fingerprint, labels=labels,
+                                      teacher=teacher, device=device))
+    return stats
+
+
+def _add_keys(stats: ChannelStats, more: ChannelStats) -> None:
+    """Statistics of another pass over the same samples: new keys on known tensors, new tensors."""
+    for name, tensor in more.tensors.items():
+        known = stats.tensors.get(name)
+        if known is None:
+            stats.tensors[name] = tensor
+            continue
+        if known.samples != tensor.samples:
+            raise CalibrationError(f"the two passes over the data saw {known.samples} and {tensor.samples} samples")
+        known.add(tensor.sums, 0, 0)
 
 
 def decide(analysis: Analysis, criterion: Criterion, stats: ChannelStats | Scores, selection: Selection, *,

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Kinds computed from gradients through the torch bridge rather than by in-graph probes.
+GRADIENT_KINDS = frozenset({"taylor"})
+
 
 @dataclass(frozen=True)
 class Window:

@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="how channels are scored: apoz (share of zeros after the ReLU; default), "
                            "mean-activation (mean |a| where the channel is read), l1 / l2 (filter norms, no data "
                            "needed), relief (connections carrying a neuron's activity; masks weights and removes "
-                           "neurons left without connections), magnitude (unstructured: --sparsity S of every "
+                           "neurons left without connections), taylor (first-order Taylor |a * dL/da| through "
+                           "PyTorch: cross-entropy with --labels, else the original's predictions), magnitude (unstructured: --sparsity S of every "
                            "layer's weights set to zero)")
     choose = what.add_mutually_exclusive_group()
     choose.add_argument("--apoz", type=float, metavar="T",
@@ -90,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--global", dest="global_ranking", action="store_true",
                       help="rank channels across groups (for --fraction and the targets); combine with "
                            "--max-fraction-per-group so that no layer is emptied")
-    what.add_argument("--normalize", choices=("none", "l2"), default="none",
-                      help="per-group score normalisation before ranking (l2: Molchanov et al.; default none)")
+    what.add_argument("--normalize", choices=("none", "l2"),
+                      help="per-group score normalisation before ranking (l2: Molchanov et al.; default: l2 for "
+                           "taylor, none otherwise)")
     what.add_argument("--flops-reg", type=float, default=0.0, metavar="LAMBDA",
                       help="favour removing channels that cost many MACs: the case for removal grows by "
                            "LAMBDA x the channel's share of the model's MACs (Molchanov et al.)")

@@ -15,12 +15,14 @@ from .filter_norm import FilterNorm
 from .magnitude import Magnitude
 from .mean_activation import MeanActivation
 from .relief import Relief
+from .taylor import Taylor
 
 CRITERIA: dict[str, Callable[..., Criterion]] = {
     "apoz": lambda **_: APoZ(),
     "mean-activation": lambda **_: MeanActivation(),
     "l1": lambda **_: FilterNorm(1),
     "l2": lambda **_: FilterNorm(2),
+    "taylor": lambda **_: Taylor(),
     "relief": lambda alpha_conv=0.9, alpha_fc=0.95, **_: Relief(alpha_conv, alpha_fc),
     "magnitude": lambda sparsity=None, **_: Magnitude(_required(sparsity, "magnitude", "--sparsity S")),
 }

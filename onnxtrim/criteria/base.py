@@ -46,6 +46,7 @@ class Criterion(ABC):
     unit: str = ""
     removes: Literal["high", "low"] = "low"
     default_threshold: float | None = None  # what a bare run removes; None: the user must choose
+    default_normalize: str = "none"  # per-group score normalisation unless the user picks one
     needs_data: bool = True
     needs_gradients: bool = False
     paper: str = ""

@@ -134,3 +134,15 @@ def _saved(model, tmp_path):
     path = tmp_path / "m.onnx"
     onnx.save(model, path)
     return path
+
+
+def test_taylor_through_the_torch_bridge_with_labels(case, tmp_path):
+    path, calib = case
+    labels = tmp_path / "labels.npy"
+    np.save(labels, np.random.default_rng(0).integers(0, 10, 40))
+    done = onnxtrim(path, "--data", calib, "--labels", labels, "--criterion", "taylor", "--fraction", "0.25", "--global",
+                    "--max-fraction-per-group", "0.5")
+    assert done.returncode == 0, done.stderr
+    report = report_of(path)
+    assert report["criterion"]["name"] == "taylor" and report["criterion"]["selection"]["normalize"] == "l2"
+    assert report["removed_channels"] == 6  # floor(0.25 * 24), ranked across both groups

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,7 +18,7 @@ def test_the_formula_at_chosen_points():
     assert s.sparsity(300) == pytest.approx(0.9 + (0.1 - 0.9) * 0.5 ** 3)  # half-way: 0.8
     assert s.sparsity(400) == pytest.approx(0.9 + (0.1 - 0.9) * 0.25 ** 3)
     assert s.sparsity(500) == 0.9 and s.sparsity(10_000) == 0.9
-    assert [t for t in range(0, 600) if s.updates(t)] == list(range(100, 501, 50))
+    assert [t for t in range(600) if s.updates(t)] == list(range(100, 501, 50))
 
 
 @given(final=st.floats(0.0, 0.99), initial_share=st.floats(0.0, 1.0), start=st.integers(0, 50),
@@ -24,7 +26,7 @@ def test_the_formula_at_chosen_points():
 def test_monotone_and_exact_at_the_end(final, initial_share, start, length, every, total):
     s = CubicSchedule(final=final, initial=final * initial_share, start=start, end=start + length, every=every)
     counts = [s.count(t, total) for t in range(start + length + 3)]
-    assert all(a <= b for a, b in zip(counts, counts[1:]))
+    assert all(a <= b for a, b in itertools.pairwise(counts))
     assert counts[-1] == int(final * total + 1e-9) and s.updates(start + length)
 
 
