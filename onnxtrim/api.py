@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
 from . import model_io, stages
 from .analysis.groups import Analysis
 from .calibration.batching import iter_batches
 from .calibration.feeds import Batch, model_input_specs
+from .calibration.labels import read_labels
 from .calibration.readers import open_data
 from .calibration.requests import StatRequest, basic_requests
 from .calibration.stats import ChannelStats
@@ -121,9 +121,10 @@ def trim(config: TrimConfig, progress: Progress | None = None) -> TrimResult:
     data = open_data(config.data, inputs) if config.data is not None else None
     stats: ChannelStats | None = None
     scores: Scores | None = None
+    plan: PrunePlan | None = None
     if config.plan is not None:
         plan = _read_plan(config.plan)
-    else:
+    elif config.iterations == 1 and config.schedule is None:  # iterations and schedules make their own plans
         stats = _statistics(config, model, analysis, data, inputs, fingerprint, criterion, progress)
         lap("calibrate")
         if config.shard is not None:  # one shard of a calibration: its statistics are the result
@@ -134,7 +135,18 @@ def trim(config: TrimConfig, progress: Progress | None = None) -> TrimResult:
                              nodes_to_exclude=config.nodes_to_exclude)
     lap("plan")
 
-    trimmed = None if config.dry_run else stages.rewrite(model, plan, analysis)
+    recovery: dict[str, Any] | None = None
+    if config.recovering:
+        from .recovery.run import recover
+
+        recovered = recover(config, model, analysis, criterion, fingerprint=fingerprint, data=data, inputs=inputs,
+                            labels=read_labels(config.labels) if config.labels is not None else None,
+                            counted=lambda batches, stage: _counted(batches, stage, progress), plan=plan,
+                            calibration=lambda: _calibration(config, data, inputs, progress))
+        trimmed, plan, analysis, recovery = recovered.model, recovered.plan, recovered.analysis, recovered.report
+    else:
+        assert plan is not None
+        trimmed = None if config.dry_run else stages.rewrite(model, plan, analysis)
     lap("rewrite")
 
     fidelity = None
@@ -160,6 +172,7 @@ def trim(config: TrimConfig, progress: Progress | None = None) -> TrimResult:
     )
     report["latency"] = latency
     report["gates"] = [g.to_dict() for g in gates]
+    report["recovery"] = recovery
     result = TrimResult(config, source, plan, trimmed, report, stats, fidelity, gates)
     failure = _check_failure(config, fidelity)
     if failure is not None:
@@ -219,13 +232,9 @@ def _statistics(config: TrimConfig, model: onnx.ModelProto, analysis: Analysis, 
         requests = list(dict.fromkeys([*requests, *saved_requests(analysis)]))
 
     def batches() -> Iterator[Batch]:
-        every = iter_batches(data, inputs, batch_size=config.batch_size, max_samples=config.max_samples,
-                             holdout=config.holdout, part="calibration")
-        if config.shard is not None:
-            every = (b for k, b in enumerate(every) if k % config.shard[1] == config.shard[0])
-        return _counted(every, "calibrate", progress)
+        return _calibration(config, data, inputs, progress)
 
-    labels = _read_labels(config.labels) if config.labels is not None else None
+    labels = read_labels(config.labels) if config.labels is not None else None
     stats = stages.measure(model, analysis, requests, batches, providers=config.providers, fingerprint=fingerprint,
                            labels=labels)
     if config.shard is not None:
@@ -233,6 +242,15 @@ def _statistics(config: TrimConfig, model: onnx.ModelProto, analysis: Analysis, 
     if stats.samples == 0 and config.shard is None:
         raise CalibrationError(f"{data.description}: no calibration samples (all held out or none read)")
     return stats
+
+
+def _calibration(config: TrimConfig, data, inputs, progress: Progress | None) -> Iterator[Batch]:
+    """The calibration part of the data (this shard of it with --shard), counted for progress."""
+    every = iter_batches(data, inputs, batch_size=config.batch_size, max_samples=config.max_samples,
+                         holdout=config.holdout, part="calibration")
+    if config.shard is not None:
+        every = (b for k, b in enumerate(every) if k % config.shard[1] == config.shard[0])
+    return _counted(every, "calibrate", progress)
 
 
 def saved_requests(analysis: Analysis) -> list[StatRequest]:
@@ -256,7 +274,7 @@ def _loaded_stats(path: Path, fingerprint: str, requests: list[StatRequest]) -> 
 
 
 def _verify(config: TrimConfig, model, trimmed, data, inputs, progress: Progress | None) -> Fidelity | None:
-    labels = _read_labels(config.labels) if config.labels is not None else None
+    labels = read_labels(config.labels) if config.labels is not None else None
     for part in ("holdout", "calibration") if config.holdout > 0 else ("calibration",):
         batches = iter_batches(data, inputs, batch_size=config.batch_size, max_samples=config.max_samples,
                                holdout=config.holdout, part=part)
@@ -273,16 +291,6 @@ def _counted(batches, stage: str, progress: Progress | None):
         yield batch
         if progress is not None:
             progress(stage, len(batch.indices))
-
-
-def _read_labels(path: str | Path) -> np.ndarray:
-    try:
-        labels = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise CalibrationError(f"cannot read labels {path}: {exc}") from exc
-    if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise CalibrationError(f"labels {path} must be a 1-D integer array, got {labels.dtype}{list(labels.shape)}")
-    return labels
 
 
 def _read_plan(path: str | Path) -> PrunePlan:

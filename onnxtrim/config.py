@@ -35,6 +35,21 @@ class TrimConfig:
     alpha_conv: float = 0.9  # criterion "relief": share of a neuron's activity its kept connections carry
     alpha_fc: float = 0.95
     shard: tuple[int, int] | None = None  # (i, n): calibrate batches i, i+n, i+2n, ... only
+    # Recovery through PyTorch (the `torch` extra): fine-tune after trimming, iterate, or prune gradually.
+    finetune: bool = False
+    train_data: Any = None  # default: the calibration part of `data` (the holdout is never trained on)
+    train_labels: str | Path | None = None  # labels of `train_data`'s samples
+    epochs: int = 1
+    lr: float = 1e-4
+    device: str = "cpu"
+    seed: int = 0
+    iterations: int = 1  # Network Trimming: trim, fine-tune, recalibrate ... up to this many rounds
+    schedule: str | None = None  # "cubic": Zhu & Gupta's gradual pruning inside fine-tuning
+    sparsity_final: float | None = None
+    sparsity_initial: float = 0.0
+    prune_every: int | None = None  # steps between mask updates (default: a tenth of the pruning span)
+    prune_start: int = 0
+    prune_end: int | None = None  # default: three quarters of the training steps
     max_samples: int | None = None
     batch_size: int = 32
     holdout: float = 0.2
@@ -89,6 +104,7 @@ class TrimConfig:
             raise ConfigError(f"--holdout must be within [0, 1), got {self.holdout}")
         if self.tolerance < 0:
             raise ConfigError("--tolerance must not be negative")
+        self._check_recovery()
         criterion = self.make_criterion()
         self.selection(criterion)  # validates the selection options together
         if self.data is None and self.load_stats is None and self.plan is None and criterion.needs_data:
@@ -111,20 +127,47 @@ class TrimConfig:
     def benchmarks(self) -> bool:
         return self.bench or self.min_speedup is not None or self.max_latency_ms is not None
 
+    @property
+    def recovering(self) -> bool:
+        """Whether trimming is followed (or accompanied) by training through PyTorch."""
+        return self.finetune or self.iterations > 1 or self.schedule is not None
+
     def make_criterion(self) -> Criterion:
-        return make_criterion(self.criterion, sparsity=self.sparsity, alpha_conv=self.alpha_conv,
-                              alpha_fc=self.alpha_fc)
+        sparsity = self.sparsity if self.sparsity is not None else self.sparsity_final
+        return make_criterion(self.criterion, sparsity=sparsity, alpha_conv=self.alpha_conv, alpha_fc=self.alpha_fc)
+
+    def _check_recovery(self) -> None:
+        if self.epochs < 1 or self.iterations < 1:
+            raise ConfigError("--epochs and --iterations must be at least 1")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.device not in ("cpu", "cuda"):
+            raise ConfigError(f"--device must be cpu or cuda, got {self.device!r}")
+        if self.schedule not in (None, "cubic"):
+            raise ConfigError(f"--schedule takes 'cubic', got {self.schedule!r}")
+        if self.schedule is not None and self.sparsity_final is None:
+            raise ConfigError("--schedule cubic needs --sparsity-final S")
+        if self.schedule is not None and self.iterations > 1:
+            raise ConfigError("--schedule prunes inside one fine-tuning run: drop --iterations")
+        if self.recovering and (self.dry_run or self.shard is not None):
+            raise ConfigError("fine-tuning writes a trained model: drop --dry-run/--shard")
+        if self.recovering and self.plan is not None and (self.iterations > 1 or self.schedule):
+            raise ConfigError("--plan fixes the channels: use it with --finetune alone")
+        if self.recovering and self.data is None and self.train_data is None:
+            raise ConfigError("fine-tuning needs training data: pass --data or --train-data")
+        if self.train_labels is not None and self.train_data is None:
+            raise ConfigError("--train-labels label --train-data: pass both")
 
     def selection(self, criterion: Criterion) -> Selection:
         """The policy's options; the threshold defaults to the criterion's own (APoZ: 1.0)."""
         threshold = self.apoz if self.apoz is not None else self.threshold
         if threshold is None and self.fraction is None and self.target_macs is None and self.target_params is None:
             threshold = criterion.default_threshold
-            if threshold is None and self.plan is None:
+            if threshold is None and self.plan is None and self.schedule is None:
                 raise ConfigError(f"criterion {criterion.name} has no natural threshold: choose channels with "
                                   "--threshold, --fraction, --target-macs or --target-params")
-        if self.plan is not None and threshold is None:
-            threshold = 0.0  # unused: the plan decides
+        if threshold is None and (self.plan is not None or self.schedule is not None):
+            threshold = 0.0  # unused: the plan, or the schedule's sparsity, decides
         return Selection(threshold=threshold, fraction=self.fraction, target_macs=self.target_macs,
                          target_params=self.target_params, global_ranking=self.global_ranking,
                          normalize=self.normalize or criterion.default_normalize,  # type: ignore[arg-type]

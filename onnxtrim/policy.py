@@ -78,16 +78,20 @@ class _Ranked:
     classes: np.ndarray
     raw: np.ndarray
     keys: np.ndarray
+    forced: np.ndarray  # bool per ranked class: removed already (an earlier step of a schedule)
 
 
 def make_plan(analysis: Analysis, criterion: Criterion, scores: Scores, selection: Selection, *,
               fingerprint: str, excluded: dict[int, str] | None = None,
-              cost_model: CostModel | None = None) -> PrunePlan:
+              cost_model: CostModel | None = None, forced: dict[int, set[int]] | None = None) -> PrunePlan:
+    """`forced`: classes already removed (by an earlier step of a gradual schedule); they rank
+    before every other class and are given back last, so a schedule never revives them unless
+    a Split/Slice output would otherwise be emptied."""
     excluded = excluded or {}
     left = {**{gid: why for gid, why in scores.no_signal.items() if gid not in excluded}, **excluded}
     needs_cost = selection.flops_reg > 0 or selection.target_macs is not None or selection.target_params is not None
     cost = cost_model or (CostModel(analysis) if needs_cost else None)
-    ranked = rank(analysis, criterion, scores, selection, set(left), cost)
+    ranked = rank(analysis, criterion, scores, selection, set(left), cost, forced or {})
     chosen, reason, notes = select(analysis, criterion, ranked, selection, cost)
     keep, kept_by = constrain(analysis, ranked, chosen, selection)
     groups = {g.id: g for g in analysis.groups}
@@ -101,7 +105,7 @@ def make_plan(analysis: Analysis, criterion: Criterion, scores: Scores, selectio
 
 
 def rank(analysis: Analysis, criterion: Criterion, scores: Scores, selection: Selection, skip: set[int],
-         cost: CostModel | None) -> dict[int, _Ranked]:
+         cost: CostModel | None, forced: dict[int, set[int]] | None = None) -> dict[int, _Ranked]:
     total_macs = cost.base.macs if cost is not None else 0
     ranked: dict[int, _Ranked] = {}
     for group in analysis.groups:
@@ -117,11 +121,15 @@ def rank(analysis: Analysis, criterion: Criterion, scores: Scores, selection: Se
         if selection.flops_reg and cost is not None and total_macs:
             _, macs = cost.class_costs(group.id)
             key = key - selection.flops_reg * macs / total_macs
-        removable = np.array([c for c in group.prunable.tolist() if np.isfinite(score[c])], dtype=np.int64)
+        already = (forced or {}).get(group.id, set())
+        removable = np.array([c for c in group.prunable.tolist() if np.isfinite(score[c]) or c in already],
+                             dtype=np.int64)
         if removable.size == 0:
             continue
+        key = np.where(np.isin(np.arange(group.size), list(already)), -np.inf, key)
         order = removable[np.argsort(key[removable], kind="stable")]  # ties: lower class index first
-        ranked[group.id] = _Ranked(group, order, np.asarray(score, dtype=np.float64)[order], key[order])
+        ranked[group.id] = _Ranked(group, order, np.asarray(score, dtype=np.float64)[order], key[order],
+                                   np.isin(order, list(already)))
     return ranked
 
 
@@ -133,7 +141,7 @@ def select(analysis: Analysis, criterion: Criterion, ranked: dict[int, _Ranked],
     unit = criterion.unit or criterion.name
     first = "highest" if criterion.removes == "high" else "lowest"
     if selection.threshold is not None:
-        chosen = {gid: r.classes[criterion.crosses(r.raw, selection.threshold)]
+        chosen = {gid: r.classes[criterion.crosses(r.raw, selection.threshold) | r.forced]
                   for gid, r in ranked.items()}
         sign = "≥" if criterion.removes == "high" else "≤"
         return chosen, f"{unit} {sign} {selection.threshold:g}", []

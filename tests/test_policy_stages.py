@@ -183,3 +183,16 @@ def test_plans_carry_scores_reasons_and_survive_json():
 def test_bad_selections_are_config_errors(kwargs):
     with pytest.raises(ConfigError):
         Selection(**kwargs)
+
+
+def test_forced_classes_stay_removed_whatever_their_score():
+    """A gradual schedule's earlier removals rank first and are never given back by the constraints."""
+    analysis = analysis_of(models.CHAIN)
+    scores = Scores({0: np.linspace(1, 8, 8), 1: np.linspace(1, 16, 16)})
+    forced = {0: {6, 7}}  # the two *most* important conv channels, removed by an earlier step
+    plan = make_plan(analysis, MeanActivation(), scores, Selection(fraction=0.25, round_to=2), fingerprint="f",
+                     forced=forced)
+    assert set(plan.keep_map()[0]) == set(range(6))  # floor(0.25 * 8) = 2 removals: the forced ones
+    threshold = make_plan(analysis, MeanActivation(), scores, Selection(threshold=0.0), fingerprint="f",
+                          forced=forced)
+    assert set(threshold.keep_map()[0]) == set(range(6))

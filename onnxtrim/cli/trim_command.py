@@ -124,6 +124,32 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--shard", metavar="I/N",
                       help="calibrate only batches I, I+N, I+2N, ... (with --save-stats); run the N shards as "
                            "parallel jobs and add them up with 'onnxtrim stats merge'")
+    tune = p.add_argument_group("recovery: fine-tuning through PyTorch (pip install the 'torch' extra)")
+    tune.add_argument("--finetune", action="store_true",
+                      help="after trimming, train the surviving weights towards the original model's outputs "
+                           "(distillation; cross-entropy with --labels) and write them back into the trimmed ONNX")
+    tune.add_argument("--train-data", metavar="DIR|FILE.py:FUNC",
+                      help="training data (default: --data without its holdout, which is never trained on)")
+    tune.add_argument("--train-labels", metavar="FILE.npy", help="integer labels of --train-data's samples")
+    tune.add_argument("--epochs", type=int, default=1, metavar="E", help="passes over the training data (default 1)")
+    tune.add_argument("--lr", type=float, default=1e-4, metavar="LR", help="Adam learning rate (default 1e-4)")
+    tune.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where torch trains (default cpu)")
+    tune.add_argument("--seed", type=int, default=0, metavar="S", help="seed of training (runs on CPU repeat exactly)")
+    tune.add_argument("--iterations", type=int, default=1, metavar="N",
+                      help="Network Trimming: trim, fine-tune, recalibrate and trim again, up to N rounds, until "
+                           "nothing more crosses the threshold or a round would break --max-drop (the last good "
+                           "model is kept)")
+    tune.add_argument("--schedule", choices=("cubic",),
+                      help="prune gradually while fine-tuning (Zhu & Gupta): the sparsity rises on a cubic from "
+                           "--sparsity-initial to --sparsity-final; --criterion magnitude masks single weights, "
+                           "l1/l2 masks channels and removes them at the end")
+    tune.add_argument("--sparsity-final", type=float, metavar="S", help="the schedule's final sparsity")
+    tune.add_argument("--sparsity-initial", type=float, default=0.0, metavar="S0", help="its initial sparsity (0)")
+    tune.add_argument("--prune-every", type=int, metavar="STEPS",
+                      help="steps between mask updates (default: a tenth of the pruning span)")
+    tune.add_argument("--prune-start", type=int, default=0, metavar="T0", help="first pruning step (default 0)")
+    tune.add_argument("--prune-end", type=int, metavar="T1",
+                      help="step at which the final sparsity is reached (default: 3/4 of the training steps)")
     check = p.add_argument_group("verification")
     check.add_argument("--labels", metavar="FILE.npy", help="integer labels of the data samples, for accuracy")
     check.add_argument("--no-verify", action="store_true", help="skip comparing original and trimmed outputs")
@@ -163,7 +189,11 @@ def config_from_args(args: argparse.Namespace) -> TrimConfig:
         fraction=args.fraction, target_macs=args.target_macs, target_params=args.target_params, plan=args.plan,
         global_ranking=args.global_ranking, normalize=args.normalize, flops_reg=args.flops_reg,
         max_fraction_per_group=args.max_fraction_per_group, sparsity=args.sparsity, alpha_conv=args.alpha_conv,
-        alpha_fc=args.alpha_fc, shard=_shard(args.shard),
+        alpha_fc=args.alpha_fc, shard=_shard(args.shard), finetune=args.finetune, train_data=args.train_data,
+        train_labels=args.train_labels, epochs=args.epochs, lr=args.lr, device=args.device, seed=args.seed,
+        iterations=args.iterations, schedule=args.schedule, sparsity_final=args.sparsity_final,
+        sparsity_initial=args.sparsity_initial, prune_every=args.prune_every, prune_start=args.prune_start,
+        prune_end=args.prune_end,
         min_keep=args.min_keep, round_to=args.round_to, nodes_to_exclude=excluded,
         max_samples=args.max_samples, batch_size=args.batch_size, holdout=args.holdout,
         providers=tuple(p for p in args.providers.split(",") if p), save_stats=args.save_stats,
@@ -207,8 +237,8 @@ def main(argv: Sequence[str]) -> int:
 
         def progress(stage: str, samples: int) -> None:
             if stage not in tasks:
-                tasks[stage] = bar.add_task({"calibrate": "calibrating", "verify": "verifying"}.get(stage, stage),
-                                            total=None)
+                tasks[stage] = bar.add_task({"calibrate": "calibrating", "verify": "verifying",
+                                             "finetune": "fine-tuning"}.get(stage, stage), total=None)
             bar.advance(tasks[stage], samples)
 
         try:
@@ -270,6 +300,7 @@ def _print_summary(console: Console, result: TrimResult, written) -> None:
                       f"({report['masked_weights'] / max(weights, 1):.1%}) in {len(report['masks'])} tensors")
     for note in report["notes"]:
         console.print(f"note: {note}")
+    _print_recovery(console, report.get("recovery"))
     f = report["fidelity"]
     if f is None and result.model is not None:
         console.print("not verified: no calibration data to compare the models on"
@@ -292,6 +323,37 @@ def _print_summary(console: Console, result: TrimResult, written) -> None:
                       f"per MAC). Try --round-to {block} and --bench.")
     for path in written:
         console.print(f"wrote {path}")
+
+
+def _print_recovery(console: Console, recovery: dict | None) -> None:
+    if not recovery:
+        return
+    if recovery["mode"] == "iterative":
+        table = Table(title=f"Network Trimming iterations ({recovery['stopped']})", title_justify="left")
+        for column in ("iteration", "removed", "parameters", "MACs", "holdout fidelity", "kept"):
+            table.add_column(column)
+        for row in recovery["iterations"]:
+            table.add_row(str(row["iteration"]), str(row["removed_channels"]), f"{row['params']:,}", f"{row['macs']:,}",
+                          _fidelity_cell(row["fidelity"]), "yes" if row["kept"] else "no (undone)")
+        console.print(table)
+        return
+    training = recovery["training"]
+    losses = ", ".join(f"{e['loss']:.4g}" for e in training["epochs"] if "loss" in e)
+    console.print(f"fine-tuned {len(training['epochs'])} epochs ({training['steps']} steps, {training['seconds']:.1f} s "
+                  f"on {training['device']}); loss per epoch: {losses}")
+    if recovery.get("fidelity_before") or recovery.get("fidelity_after"):
+        console.print(f"holdout fidelity before fine-tuning: {_fidelity_cell(recovery.get('fidelity_before'))}; "
+                      f"after: {_fidelity_cell(recovery.get('fidelity_after'))}")
+
+
+def _fidelity_cell(f: dict | None) -> str:
+    if not f:
+        return "-"
+    if f.get("accuracy_trimmed") is not None:
+        return f"accuracy {f['accuracy_trimmed']:.2%} (original {f['accuracy_original']:.2%})"
+    if f.get("top1_agreement") is not None:
+        return f"top-1 agreement {f['top1_agreement']:.2%}, cosine {f['mean_cosine']:.4f}"
+    return f"cosine {f['mean_cosine']:.4f}"
 
 
 def _pct(ratio) -> str:

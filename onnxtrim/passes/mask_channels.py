@@ -24,13 +24,19 @@ from .apply_masks import mask_weights
 from .preamble import NameSource, analysed_for
 
 
-def mask_channels(model: onnx.ModelProto, plan: PrunePlan) -> onnx.ModelProto:
+def mask_channels(model: onnx.ModelProto, plan: PrunePlan, *, every_prunable: bool = False) -> onnx.ModelProto:
+    """The plan's removal as zeros; with `every_prunable`, a mask (initializer `mask_name(tensor)`)
+    on every tensor that carries a removable channel, ones where nothing is removed, so that a
+    gradual schedule can change the masks while training."""
     graph, analysis, removed = analysed_for(model, plan)
     mask_weights(graph, plan.masks, NameSource(graph).fresh)
     tensors = graph.tensors()
+    removable = np.zeros(len(analysis.table), dtype=bool)
+    for group in analysis.groups:
+        removable[group.roots[group.prunable]] = True
     for k, (name, tracked) in enumerate(sorted(analysis.tracked.items())):
         surviving = analysis.surviving(tracked.elems, removed)
-        if len(surviving) == len(tracked.elems):
+        if len(surviving) == len(tracked.elems) and not (every_prunable and removable[analysis.table.roots(tracked.elems)].any()):
             continue
         tensor = tensors[name]
         shape = ir.shape_of(tensor)
@@ -45,6 +51,11 @@ def mask_channels(model: onnx.ModelProto, plan: PrunePlan) -> onnx.ModelProto:
                 if t is tensor:
                     consumer.inputs[i] = masked
         graph.nodes.append(gs.Node("Mul", f"onnxtrim_mask_{k}",
-                                   inputs=[tensor, gs.Constant(f"{name}.mask", mask.reshape(mask_shape))],
+                                   inputs=[tensor, gs.Constant(mask_name(name), mask.reshape(mask_shape))],
                                    outputs=[masked]))
     return ir.to_model(graph, model)
+
+
+def mask_name(tensor: str) -> str:
+    """The initializer holding the channel mask of `tensor` in a masked model."""
+    return f"{tensor}.mask"

@@ -93,13 +93,17 @@ def finetune(model: onnx.ModelProto, batches: Batches, config: FinetuneConfig, *
              teacher: onnx.ModelProto | None = None, labels: np.ndarray | None = None,
              on_step: Callable[[int, OnnxModule], None] | None = None,
              progress: Callable[[int, int, float], None] | None = None,
-             masks: MaskSet | None = None) -> tuple[onnx.ModelProto, FinetuneLog]:
+             masks: MaskSet | None = None,
+             on_start: Callable[[OnnxModule], None] | None = None,
+             on_epoch: Callable[[int, OnnxModule], None] | None = None) -> tuple[onnx.ModelProto, FinetuneLog]:
     """Train `model`'s weights on `batches`; return the model with them written back, and the log.
 
     `teacher` (default: `model` as given) supplies distillation targets through onnxruntime;
     `labels[i]` is the class of global sample i (cross-entropy on classifier outputs);
     `on_step(step, module)` runs after every optimizer step (masks, schedules);
-    `progress(epoch, step, running epoch loss)` after every step; `masks` holds weights at zero.
+    `progress(epoch, step, running epoch loss)` after every step; `masks` holds weights at zero;
+    `on_start(module)` runs before the first step (initial masks; a Parameter it sets to
+    `requires_grad=False` is not trained), `on_epoch(epoch, module)` after each epoch (holdout fidelity).
     """
     started = time.perf_counter()
     device = _device(config.device)
@@ -122,6 +126,8 @@ def finetune(model: onnx.ModelProto, batches: Batches, config: FinetuneConfig, *
     rng = np.random.default_rng(config.seed)
     epoch_losses: list[float] = []
     step = 0
+    if on_start is not None:
+        on_start(module)
     try:
         for epoch in range(config.epochs):
             total, seen = 0.0, 0
@@ -147,6 +153,8 @@ def finetune(model: onnx.ModelProto, batches: Batches, config: FinetuneConfig, *
                         progress(epoch + 1, step, total / seen)
             epoch_losses.append(total / max(seen, 1))
             log.info("epoch %d: loss %.6g", epoch + 1, epoch_losses[-1])
+            if on_epoch is not None:
+                on_epoch(epoch + 1, module)
     finally:
         if cache is not None:
             cache.close()

@@ -9,6 +9,7 @@ updates masks from `on_step` with `set()`.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -25,6 +26,23 @@ class MaskSet:
         self._masks[id(param)] = (param, fixed)
         with torch.no_grad():
             param.mul_(fixed)
+
+    @torch.no_grad()
+    def grow_by_magnitude(self, param: nn.Parameter, count: int) -> None:
+        """Mask `param` until `count` entries are masked, adding the smallest |w| among the unmasked
+        (ties by flat index); entries already masked stay masked (Zhu & Gupta never revive them)."""
+        current = self._masks.get(id(param), (param, torch.ones_like(param)))[1].bool()
+        extra = count - int((~current).sum())
+        if extra > 0:
+            magnitude = torch.where(current, param.detach().abs(), torch.inf).reshape(-1)
+            current = current.clone()
+            current.view(-1)[torch.sort(magnitude, stable=True).indices[:extra]] = False
+        self.set(param, current)
+
+    def keep(self, param: nn.Parameter) -> np.ndarray:
+        """The mask of `param` as a numpy bool array (all True when it has none)."""
+        mask = self._masks.get(id(param), (param, torch.ones_like(param)))[1]
+        return mask.detach().cpu().numpy().astype(bool)
 
     def remove(self, param: nn.Parameter) -> None:
         self._masks.pop(id(param), None)

@@ -84,6 +84,15 @@ class OnnxModule(nn.Module):
                 return self.weights[key]
         raise KeyError(f"no Parameter for initializer '{onnx_name}'")
 
+    @torch.no_grad()
+    def assign(self, onnx_name: str, value: np.ndarray, *, trainable: bool | None = None) -> None:
+        """Set the Parameter of `onnx_name` to `value` (of its shape); `trainable=False` stops
+        training it (a mask a schedule sets, say)."""
+        param = self.parameter(onnx_name)
+        param.copy_(torch.as_tensor(np.asarray(value)).reshape(param.shape).to(param))
+        if trainable is not None:
+            param.requires_grad_(trainable)
+
     def onnx_parameters(self) -> dict[str, nn.Parameter]:
         """ONNX initializer name → Parameter, in initializer order."""
         return {self.onnx_names[key]: p for key, p in self.weights.items()}

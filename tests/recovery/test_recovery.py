@@ -1,0 +1,120 @@
+"""Recovery through the API on the trained digits CNN: fine-tuning, iterations, gradual pruning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from onnxtrim.api import trim
+from onnxtrim.calibration.batching import held_out
+from onnxtrim.config import TrimConfig
+from onnxtrim.errors import ConfigError
+from onnxtrim.passes.mask_channels import mask_name
+from tests.helpers.plans import run
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "digits"
+BASE = {"model": EXAMPLE / "digits.onnx", "data": EXAMPLE / "calib", "labels": EXAMPLE / "calib_labels.npy",
+        "batch_size": 32}
+
+
+def weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def test_finetune_recovers_accuracy_and_repeats_exactly_with_a_seed():
+    config = TrimConfig(**BASE, criterion="l1", fraction=0.6, finetune=True, epochs=3, lr=1e-3, seed=3)
+    first = trim(config)
+    recovery = first.report["recovery"]
+    before, after = recovery["fidelity_before"], recovery["fidelity_after"]
+    assert after["accuracy_trimmed"] > before["accuracy_trimmed"]
+    assert [e["epoch"] for e in recovery["training"]["epochs"]] == [1, 2, 3]
+    assert all("loss" in e and e["fidelity"]["samples"] == 120 for e in recovery["training"]["epochs"])
+    assert recovery["training"]["losses"] == {"logits": "ce"}  # labels given: cross-entropy
+    # The graph is the trimmed graph: only initializer values changed, names and nodes are the rewrite's.
+    again = trim(config)
+    assert [n.op_type for n in again.model.graph.node] == [n.op_type for n in first.model.graph.node]
+    for name, value in weights(first.model).items():
+        np.testing.assert_array_equal(value, weights(again.model)[name])
+
+
+def test_training_never_sees_the_holdout(monkeypatch):
+    import importlib
+
+    engine = importlib.import_module("onnxtrim.torch_bridge.finetune")
+    seen: list[np.ndarray] = []
+    original = engine._epoch
+
+    def spy(batches, rng):
+        for batch in original(batches, rng):
+            seen.append(batch.indices.copy())
+            yield batch
+
+    monkeypatch.setattr(engine, "_epoch", spy)
+    trim(TrimConfig(**BASE, criterion="l1", fraction=0.3, finetune=True, epochs=1))
+    indices = np.concatenate(seen)
+    assert indices.size and not held_out(indices, 0.2).any()
+
+
+def test_network_trimming_iterates_until_nothing_crosses_the_threshold():
+    result = trim(TrimConfig(**BASE, apoz=0.6, iterations=4, epochs=1, lr=1e-3))
+    recovery = result.report["recovery"]
+    rounds = recovery["iterations"]
+    assert recovery["mode"] == "iterative" and rounds[0]["removed_channels"] > 0
+    assert len(rounds) <= 4 and all(r["kept"] for r in rounds)
+    params = [r["params"] for r in rounds]
+    assert params == sorted(params, reverse=True)
+    assert result.report["cost"]["params_after"] == params[-1]
+
+
+def test_a_round_that_breaks_max_drop_is_undone():
+    result = trim(TrimConfig(**BASE, criterion="l1", fraction=0.7, iterations=3, epochs=1, lr=1e-6, max_drop=0.02))
+    rounds = result.report["recovery"]["iterations"]
+    assert not rounds[-1]["kept"] and "above max_drop" in result.report["recovery"]["stopped"]
+    kept = [r for r in rounds if r["kept"]]
+    expected = kept[-1]["params"] if kept else result.report["cost"]["params_before"]
+    assert result.report["cost"]["params_after"] == expected
+
+
+def test_gradual_magnitude_reaches_the_final_sparsity_exactly_in_every_layer():
+    result = trim(TrimConfig(**BASE, criterion="magnitude", schedule="cubic", sparsity_final=0.8,
+                             sparsity_initial=0.2, epochs=2, lr=1e-3, prune_every=3))
+    for mask in result.plan.masks:
+        assert mask.zeros == int(0.8 * mask.keep.size + 1e-9)
+    values = weights(result.model)
+    for mask in result.plan.masks:
+        assert np.all(values[mask.tensor][~mask.keep] == 0)  # masked weights are zeros in the dense model
+    assert result.report["recovery"]["mode"] == "gradual"
+
+
+def test_gradual_channel_pruning_removes_the_masked_channels_exactly(monkeypatch):
+    from onnxtrim.recovery import gradual
+
+    trained_masked: list[onnx.ModelProto] = []
+    original = gradual.fine_tune
+
+    def keep_masked(model, *args, **kwargs):
+        out = original(model, *args, **kwargs)
+        trained_masked.append(out[0])
+        return out
+
+    monkeypatch.setattr(gradual, "fine_tune", keep_masked)
+    result = trim(TrimConfig(**BASE, criterion="l1", schedule="cubic", sparsity_final=0.5, epochs=2, lr=1e-3))
+    sizes = {tuple(g["members"]): (g["size"], g["kept"]) for g in result.report["groups"] if g["removed"]}
+    assert sizes and all(kept == size - int(0.5 * size) for size, kept in sizes.values())
+    # The trained masked model and the trimmed one compute the same (masked equivalence, after training).
+    masked = trained_masked[0]
+    assert any(mask_name(t.name) for t in masked.graph.initializer)
+    x = np.load(EXAMPLE / "calib" / "batch_000.npy")[:16]
+    np.testing.assert_allclose(run(result.model, {"image": x})[0], run(masked, {"image": x})[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kwargs", [{"finetune": True, "dry_run": True}, {"schedule": "cubic"},
+                                    {"schedule": "linear", "sparsity_final": 0.5}, {"iterations": 0},
+                                    {"finetune": True, "lr": 0.0}, {"train_labels": "y.npy"}])
+def test_bad_recovery_options_are_config_errors(kwargs):
+    with pytest.raises(ConfigError):
+        TrimConfig(**BASE, **kwargs)
