@@ -278,9 +278,9 @@ def print_network(name: str, entry: dict) -> None:
           pct(r["macs_kept"]), f"{r['accuracy']:.2f}", signed(r["change"])] for r in entry["relief"]]))
     print()
     print(_common.table(
-        ["magnitude sparsity", "connection sparsity", "test acc %", "change"],
-        [[f"{r['sparsity']:g}", pct(r["connection_sparsity"]), f"{r['accuracy']:.2f}", signed(r["change"])]
-         for r in entry["magnitude"]]))
+        ["magnitude sparsity", "connection sparsity", "nonzero weights", "test acc %", "change"],
+        [[f"{r['sparsity']:g}", pct(r["connection_sparsity"]), pct(r["nonzero_weights_kept"]),
+          f"{r['accuracy']:.2f}", signed(r["change"])] for r in entry["magnitude"]]))
     print()
 
 
@@ -300,18 +300,24 @@ def print_summary(results: dict[str, dict], budgets: Sequence[float], rankings: 
             label = f"{CONTROL} (mean of {len(RANDOM_SEEDS)})" if criterion == CONTROL else criterion
             rows.append([f"{name} ({entry['baseline']['accuracy']:.2f}%)", label, *cells])
     print(_common.table(headers, rows))
-    print()
+
+
+def print_sparsest(results: dict[str, dict]) -> None:
+    """Relief's and magnitude's sparsest operating point within the allowed loss, per network."""
     print(f"highest connection sparsity at <= {LOSS_POINTS:g} point lost")
-    rows = []
-    for name, entry in results.items():
-        for label in ("relief", "magnitude"):
-            best = entry[f"{label}_best"]
-            how = "-" if best is None else (
-                f"alpha {best['alpha_conv']:g}/{best['alpha_fc']:g}" if label == "relief"
-                else f"sparsity {best['sparsity']:g}")
-            rows.append([name, label, how, "-" if best is None else pct(best["connection_sparsity"]),
-                         "-" if best is None else signed(best["change"])])
-    print(_common.table(["network", "criterion", "setting", "connection sparsity", "change"], rows))
+    rows = [[name, label, *sparsest_cells(label, entry[f"{label}_best"])]
+            for name, entry in results.items() for label in ("relief", "magnitude")]
+    headers = ["network", "criterion", "setting", "connection sparsity", "nonzero weights", "change"]
+    print(_common.table(headers, rows))
+
+
+def sparsest_cells(label: str, best: dict | None) -> list[str]:
+    if best is None:
+        return ["-"] * 4
+    setting = f"alpha {best['alpha_conv']:g}/{best['alpha_fc']:g}" if label == "relief" \
+        else f"sparsity {best['sparsity']:g}"
+    return [setting, pct(best["connection_sparsity"]), pct(best["nonzero_weights_kept"]),
+            signed(best["change"])]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -333,7 +339,7 @@ def parse_args() -> Namespace:
                    help="Relief's alpha sweep, one alpha for conv and fc (default "
                         "0.5,0.7,0.8,0.85,0.9,0.95,0.98,0.99; 0.8 with --quick)")
     p.add_argument("--sparsities", default=None,
-                   help="magnitude's sparsities (default 0.3,0.5,0.7,0.8,0.9,0.95; 0.9 with --quick)")
+                   help="magnitude's sparsities (default 0.3,0.4,0.5,0.6,0.7,0.8,0.9; 0.9 with --quick)")
     p.add_argument("--epochs", type=int, default=None,
                    help="override the training recipes' epochs (3 with --quick)")
     args = p.parse_args()
@@ -341,7 +347,7 @@ def parse_args() -> Namespace:
     args.budgets = floats(args.budgets or ("0.5" if args.quick else "0.9,0.7,0.5,0.3"))
     args.rankings = _common.csv(args.rankings)
     args.alphas = floats(args.alphas or ("0.8" if args.quick else "0.5,0.7,0.8,0.85,0.9,0.95,0.98,0.99"))
-    args.sparsities = floats(args.sparsities or ("0.9" if args.quick else "0.3,0.5,0.7,0.8,0.9,0.95"))
+    args.sparsities = floats(args.sparsities or ("0.9" if args.quick else "0.3,0.4,0.5,0.6,0.7,0.8,0.9"))
     args.epochs = args.epochs or (3 if args.quick else None)
     unknown = sorted(set(args.networks) - set(_trained.NETWORKS)) + sorted(set(args.rankings) - set(RANKINGS))
     if unknown:
@@ -378,6 +384,8 @@ def main() -> int:
         print_network(name, results[name])
     _common.finish(info)
     print_summary(results, args.budgets, args.rankings)
+    print()
+    print_sparsest(results)
     print(f"\nwall time {time.perf_counter() - started:.0f} s (training or loading: "
           + ", ".join(f"{n} {e['prepare_s']:.0f} s" for n, e in results.items())
           + f"); load average {info['loadavg_1m_at_start']} -> {info['loadavg_1m_at_end']}")
