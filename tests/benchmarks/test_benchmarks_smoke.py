@@ -88,3 +88,20 @@ def test_bridge_speed(cache_dir, tmp_path):
     entry = data["models"]["resnet18"]
     assert finite(entry["ratio_bridge_torchscript_over_native"]) and finite(entry["ratio_native_train_over_native"])
     assert entry["bridge_max_rel_vs_onnxruntime"]["torchscript"] < 1e-4
+
+
+def test_criteria(cache_dir, tmp_path):
+    data = run_quick("criteria", cache_dir, tmp_path)
+    entry = data["networks"]["mlp"]
+    assert finite(entry["baseline"]["accuracy"]) and entry["baseline"]["test_samples"] == 400
+    rows = entry["structured"]
+    names = (*data["config"]["criteria"], data["config"]["control"])
+    expected = {(c, r) for c in names for r in ("per-group", "global")}
+    assert {(row["criterion"], row["ranking"]) for row in rows} == expected
+    for row in rows:
+        assert 0 < row["macs_kept"] <= 0.5 and finite(row["params_kept"]) and 0 <= row["accuracy"] <= 100
+    default = next(r for r in entry["relief"] if r["default"])
+    assert (default["alpha_conv"], default["alpha_fc"]) == (0.9, 0.95)
+    assert 0 < default["connection_sparsity"] < 1
+    (magnitude,) = entry["magnitude"]
+    assert magnitude["sparsity"] == 0.9 and abs(magnitude["connection_sparsity"] - 0.9) < 0.01
