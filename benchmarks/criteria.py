@@ -59,9 +59,8 @@ from onnxtrim.masks import WeightMask
 from onnxtrim.plan import PrunePlan, structure_fingerprint
 from onnxtrim.policy import Selection
 
-# The structured criteria compared at equal MACs. Taylor (Molchanov et al. 2017) joins here when the
-# torch bridge lands: add "taylor" to this tuple, and its gradient scores in `channel_scores`.
-STRUCTURED = ("apoz", "mean-activation", "l1", "l2", "relief")
+# The structured criteria compared at equal MACs (Taylor's gradients come through the torch bridge).
+STRUCTURED = ("apoz", "mean-activation", "l1", "l2", "relief", "taylor")
 CONTROL = "random"  # channels chosen at random: what a criterion must beat
 RANDOM_SEEDS = range(5)
 RANKINGS = ("per-group", "global")
@@ -115,12 +114,13 @@ class Trial:
         self.cost = metrics.cost(net.model)
         self.weights = weight_count(net.model, nonzero=False)
         self.accuracy = accuracy(net.model, net.data.x_test, net.data.y_test)
-        criteria = [make_criterion(name) for name in STRUCTURED]  # gradients are not measured here
-        requests = [r for c in criteria if not c.needs_gradients for r in c.requests(self.analysis)]
+        criteria = [make_criterion(name) for name in STRUCTURED]
+        requests = [r for c in criteria for r in c.requests(self.analysis)]
         started = time.perf_counter()
+        # Taylor's gradients use the calibration labels (cross-entropy), the second pass over the same batches.
         self.stats: ChannelStats = stages.measure(
-            net.model, self.analysis, list(dict.fromkeys(requests)), batches(net.model, net.data.x_calib),
-            fingerprint=self.fingerprint)
+            net.model, self.analysis, list(dict.fromkeys(requests)), lambda: batches(net.model, net.data.x_calib),
+            fingerprint=self.fingerprint, labels=net.data.y_calib)
         self.calibration_s = time.perf_counter() - started
 
     def baseline(self) -> dict[str, Any]:
@@ -149,13 +149,7 @@ class Trial:
 
 
 def channel_scores(criterion: Criterion, trial: Trial) -> Scores:
-    """A criterion's channel scores only: Relief's masks are its unstructured part, measured apart.
-
-    The one place scores come from. A gradient criterion (Taylor) gets its scores here from the
-    torch bridge, calibrated on `trial.net.data.x_calib` / `y_calib`, instead of from `trial.stats`.
-    """
-    if criterion.needs_gradients:
-        raise NotImplementedError(f"{criterion.name}: gradient scores come from the torch bridge")
+    """A criterion's channel scores only: Relief's masks are its unstructured part, measured apart."""
     scores = criterion.scores(trial.analysis, trial.stats)
     return Scores(scores.values, scores.no_signal)
 
@@ -333,7 +327,7 @@ def parse_args() -> Namespace:
     p.add_argument("--rankings", default=",".join(RANKINGS), help="per-group and/or global (default both)")
     p.add_argument("--max-fraction-per-group", type=float, default=0.9,
                    help="with the global ranking: at most this share of any group removed (default 0.9)")
-    p.add_argument("--normalize", choices=("l2", "none"), default="l2",
+    p.add_argument("--normalize", choices=("l2", "rms", "none"), default="l2",
                    help="with the global ranking: per-group normalisation of the scores (default l2)")
     p.add_argument("--alphas", default=None,
                    help="Relief's alpha sweep, one alpha for conv and fc (default "

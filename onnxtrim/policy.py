@@ -2,8 +2,10 @@
 
 1. Rank: per group, the removable classes in order of the strength of the case for removing
    them, by the criterion's score, optionally normalised per group (the L2 normalisation of
-   Molchanov et al. 2017, which makes layers comparable for a global ranking) and regularised
-   by the share of the model's MACs each class costs (their FLOPs regularisation).
+   Molchanov et al. 2017, which makes layers comparable for a global ranking; it shrinks a
+   group's scores as 1/√size, so "rms", the L2 norm scaled by √size, is offered as a
+   width-neutral alternative) and regularised by the share of the model's MACs each class costs
+   (their FLOPs regularisation).
 2. Select, one of: a threshold in the criterion's own unit and direction; a share of every
    group; a share of all channels ranked globally; or a budget of MACs or parameters kept,
    met by the smallest removal that reaches it.
@@ -32,7 +34,7 @@ from .criteria.base import Criterion, Scores
 from .errors import ConfigError
 from .plan import GroupPlan, LeftAlone, PrunePlan
 
-Normalize = Literal["none", "l2"]
+Normalize = Literal["none", "l2", "rms"]
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,8 @@ class Selection:
             raise ConfigError(f"max_fraction_per_group must be in [0, 1], got {self.max_fraction_per_group}")
         if self.min_keep < 1 or self.round_to < 1:
             raise ConfigError("min_keep and round_to must be at least 1")
-        if self.normalize not in ("none", "l2"):
-            raise ConfigError(f"normalize must be 'none' or 'l2', got {self.normalize!r}")
+        if self.normalize not in ("none", "l2", "rms"):
+            raise ConfigError(f"normalize must be 'none', 'l2' or 'rms', got {self.normalize!r}")
         if self.flops_reg < 0:
             raise ConfigError("flops_reg must not be negative")
 
@@ -113,9 +115,11 @@ def rank(analysis: Analysis, criterion: Criterion, scores: Scores, selection: Se
         if score is None or group.id in skip:
             continue
         value = np.asarray(score, dtype=np.float64)
-        if selection.normalize == "l2":
+        if selection.normalize != "none":
             finite = value[np.isfinite(value)]
             norm = float(np.sqrt(np.sum(finite * finite)))
+            if selection.normalize == "rms":  # the L2 norm scaled by √size: wide layers not favoured
+                norm /= np.sqrt(max(finite.size, 1))
             value = value / norm if norm > 0 else value
         key = criterion.removal_order(value)
         if selection.flops_reg and cost is not None and total_macs:

@@ -196,3 +196,16 @@ def test_forced_classes_stay_removed_whatever_their_score():
     threshold = make_plan(analysis, MeanActivation(), scores, Selection(threshold=0.0), fingerprint="f",
                           forced=forced)
     assert set(threshold.keep_map()[0]) == set(range(6))
+
+
+def test_rms_normalisation_does_not_favour_wide_groups():
+    analysis = analysis_of(models.CHAIN)
+    # The same spread of scores in both groups: width-neutral normalisation removes equal shares.
+    scores = Scores({0: np.tile([1.0, 2.0, 3.0, 4.0], 2), 1: np.tile([1.0, 2.0, 3.0, 4.0], 4)})
+    share = 4 / 24
+    rms = make_plan(analysis, MeanActivation(), scores, Selection(fraction=share, global_ranking=True, normalize="rms"),
+                    fingerprint="f")
+    assert {g.group: g.removed for g in rms.groups} == {0: 2, 1: 2}  # equal scores tie: lower group first
+    l2 = make_plan(analysis, MeanActivation(), scores, Selection(fraction=share, global_ranking=True, normalize="l2"),
+                   fingerprint="f")
+    assert {g.group: g.removed for g in l2.groups} == {1: 4}  # the wider group's scores are √2 smaller

@@ -91,9 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--global", dest="global_ranking", action="store_true",
                       help="rank channels across groups (for --fraction and the targets); combine with "
                            "--max-fraction-per-group so that no layer is emptied")
-    what.add_argument("--normalize", choices=("none", "l2"),
-                      help="per-group score normalisation before ranking (l2: Molchanov et al.; default: l2 for "
-                           "taylor, none otherwise)")
+    what.add_argument("--normalize", choices=("none", "l2", "rms"),
+                      help="per-group score normalisation before ranking: l2 divides by the group's L2 norm "
+                           "(Molchanov et al.; it favours removing from wide layers), rms by its root mean square "
+                           "(width-neutral); default: l2 for taylor, none otherwise")
     what.add_argument("--flops-reg", type=float, default=0.0, metavar="LAMBDA",
                       help="favour removing channels that cost many MACs: the case for removal grows by "
                            "LAMBDA x the channel's share of the model's MACs (Molchanov et al.)")
