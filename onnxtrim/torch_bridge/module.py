@@ -114,7 +114,7 @@ class OnnxModule(nn.Module):
             for index, step in enumerate(steps):
                 result = step.fn(*[None if s < 0 else env[s] for s in step.inputs])
                 if len(step.outputs) == 1:
-                    env[step.outputs[0]] = result
+                    env[step.outputs[0]] = result[0] if type(result) is tuple else result  # a Split in one
                 else:
                     for s, value in zip(step.outputs, result):
                         if s >= 0:

@@ -216,3 +216,7 @@ def test_constant_forms():
         graph = helper.make_graph([node, add], "g", [], [helper.make_empty_tensor_value_info("y")])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=10)
         assert_op_matches(model, {}, grad=False)
+
+
+def test_split_into_one_output():
+    assert_op_matches(*single("Split", {"x": X}, axis=1, outputs=1, opset=13))

@@ -25,15 +25,16 @@ _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 
 
 def _pool_setup(x: T, kernel: Sequence[int], auto_pad: str, pads: Sequence[int] | None,
-                strides: Sequence[int] | None, dilations: Sequence[int] | None) -> tuple[Any, ...]:
+                strides: Sequence[int] | None,
+                dilations: Sequence[int] | None) -> tuple[int, tuple[int, ...], tuple[int, ...], list[int], bool]:
     rank = len(kernel)
     if rank not in _MAX:
         raise unsupported(f"pooling over {rank} spatial axes")
-    strides = tuple(strides) if strides else (1,) * rank
-    dilations = tuple(dilations) if dilations else (1,) * rank
-    full = spatial_pads(x, kernel, auto_pad, pads, strides, dilations)
+    step = tuple(strides) if strides else (1,) * rank
+    dilation = tuple(dilations) if dilations else (1,) * rank
+    full = spatial_pads(x, kernel, auto_pad, pads, step, dilation)
     fits = full[:rank] == full[rank:] and all(2 * p <= k for p, k in zip(full[:rank], kernel))
-    return rank, strides, dilations, full, fits
+    return rank, step, dilation, full, fits
 
 
 @op("MaxPool", 1, wants_outputs=True)
@@ -42,41 +43,42 @@ def max_pool(x: T, *, auto_pad: str = "NOTSET", ceil_mode: int = 0, dilations: S
              strides: Sequence[int] | None = None, n_outputs: int = 1) -> T:
     if n_outputs > 1:
         raise unsupported("MaxPool's Indices output")
-    rank, strides, dilations, full, fits = _pool_setup(x, kernel_shape, auto_pad, pads, strides, dilations)
+    rank, step, dilation, full, fits = _pool_setup(x, kernel_shape, auto_pad, pads, strides, dilations)
     if fits:
         padding = tuple(full[:rank])
     else:
         x, padding = padded(x, full, value=-math.inf), (0,) * rank
-    return _MAX[rank](x, tuple(kernel_shape), strides, padding, dilations, bool(ceil_mode))
+    return _MAX[rank](x, tuple(kernel_shape), step, padding, dilation, bool(ceil_mode))
 
 
 @op("AveragePool", 1)
 def average_pool(x: T, *, auto_pad: str = "NOTSET", ceil_mode: int = 0, count_include_pad: int = 0,
                  dilations: Sequence[int] | None = None, kernel_shape: Sequence[int],
                  pads: Sequence[int] | None = None, strides: Sequence[int] | None = None) -> T:
-    rank, strides, dilations, full, fits = _pool_setup(x, kernel_shape, auto_pad, pads, strides, dilations)
-    if any(d != 1 for d in dilations):
-        raise unsupported(f"AveragePool with dilations {list(dilations)}")
+    rank, step, dilation, full, fits = _pool_setup(x, kernel_shape, auto_pad, pads, strides, dilations)
+    if any(d != 1 for d in dilation):
+        raise unsupported(f"AveragePool with dilations {list(dilation)}")
     kernel = tuple(kernel_shape)
-    pool = _AVG[rank]
+    pool: Any = _AVG[rank]
     if fits:
-        return pool(x, kernel, strides, tuple(full[:rank]), bool(ceil_mode), bool(count_include_pad))
-    summed = pool(padded(x, full), kernel, strides, 0, bool(ceil_mode), True)
+        return pool(x, kernel, step, tuple(full[:rank]), bool(ceil_mode), bool(count_include_pad))
+    summed = pool(padded(x, full), kernel, step, 0, bool(ceil_mode), True)
     if count_include_pad:
         return summed
     ones = padded(torch.ones_like(x[:1, :1]), full)
-    return summed / pool(ones, kernel, strides, 0, bool(ceil_mode), True)
+    return summed / pool(ones, kernel, step, 0, bool(ceil_mode), True)
 
 
 @op("LpPool", 2)
 def lp_pool(x: T, *, auto_pad: str = "NOTSET", ceil_mode: int = 0, dilations: Sequence[int] | None = None,
             kernel_shape: Sequence[int], p: int = 2, pads: Sequence[int] | None = None,
             strides: Sequence[int] | None = None) -> T:
-    rank, strides, dilations, full, _ = _pool_setup(x, kernel_shape, auto_pad, pads, strides, dilations)
-    if any(d != 1 for d in dilations):
-        raise unsupported(f"LpPool with dilations {list(dilations)}")
+    rank, step, dilation, full, _ = _pool_setup(x, kernel_shape, auto_pad, pads, strides, dilations)
+    if any(d != 1 for d in dilation):
+        raise unsupported(f"LpPool with dilations {list(dilation)}")
     powered = padded(x.abs().pow(p), full)
-    summed = _AVG[rank](powered, tuple(kernel_shape), strides, 0, bool(ceil_mode), True) * math.prod(kernel_shape)
+    pool: Any = _AVG[rank]
+    summed = pool(powered, tuple(kernel_shape), step, 0, bool(ceil_mode), True) * math.prod(kernel_shape)
     return summed.pow(1.0 / p)
 
 
@@ -219,10 +221,9 @@ def _resize_axis(x: T, axis: int, out_len: int, scale: float, mode: str, coord: 
         weights = [w * ((i >= 0) & (i < in_len)).to(x.dtype) for w, i in zip(weights, taps)]
         total = sum(weights)
         weights = [w / total for w in weights]
-    out = None
-    for i, w in zip(taps, weights):
-        term = x.index_select(axis, i.clamp(0, in_len - 1)) * w.reshape(shape)
-        out = term if out is None else out + term
+    out = x.index_select(axis, taps[0].clamp(0, in_len - 1)) * weights[0].reshape(shape)
+    for i, w in zip(taps[1:], weights[1:]):
+        out = out + x.index_select(axis, i.clamp(0, in_len - 1)) * w.reshape(shape)
     return out
 
 
@@ -236,7 +237,8 @@ def _resize(x: T, scales: Sequence[float] | None, sizes: Sequence[int] | None, a
             out_len = int(sizes[i])
             scale = out_len / in_len
         else:
-            scale = float(scales[i])  # type: ignore[index] - one of the two is given
+            assert scales is not None  # the caller passes one of the two
+            scale = float(scales[i])
             out_len = math.floor(in_len * scale)
         if out_len == in_len and scale == 1.0:
             continue
