@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
@@ -104,8 +105,6 @@ def run(session: Any, output_names: Sequence[str] | None, feeds: dict[str, Any])
     onnxruntime holds the GIL-free C++ run until it finishes, so the signal would only be seen
     afterwards; the run goes to a worker thread and `RunOptions.terminate` ends it early.
     """
-    import threading
-
     ort = import_ort()
     options = ort.RunOptions()
     result: dict[str, Any] = {}
@@ -116,7 +115,7 @@ def run(session: Any, output_names: Sequence[str] | None, feeds: dict[str, Any])
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             result["error"] = exc
 
-    worker = threading.Thread(target=work, name="onnxtrim-run", daemon=True)
+    worker = threading.Thread(target=work, name=_WORKER_NAME, daemon=True)
     worker.start()
     try:
         while worker.is_alive():
@@ -128,3 +127,14 @@ def run(session: Any, output_names: Sequence[str] | None, feeds: dict[str, Any])
     if "error" in result:
         raise result["error"]
     return result["value"]
+
+
+_WORKER_NAME = "onnxtrim-run"
+
+
+def join_workers(timeout: float = 5.0) -> None:
+    """Wait (up to `timeout` seconds in all) for runs still finishing after an interrupt, so that their
+    sessions can be released before the process ends."""
+    for worker in threading.enumerate():
+        if worker.name == _WORKER_NAME and worker is not threading.current_thread():
+            worker.join(timeout)
