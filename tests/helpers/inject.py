@@ -4,8 +4,8 @@
         the process sends itself SIGINT just before its 3rd os.fsync (os.replace, os.link likewise)
     python -m tests.helpers.inject oserror ENOSPC fsync 2 -- MODEL --data DIR ...
         the 2nd os.fsync fails with that errno (disk full) instead of running
-    python -m tests.helpers.inject bug onnxtrim.api:apply_plan -- MODEL --data DIR ...
-        that function raises RuntimeError: an internal error, as a bug would
+    python -m tests.helpers.inject raise onnxtrim.api:apply_plan [onnxtrim.errors:PassError] -- MODEL ...
+        that function raises the exception (RuntimeError by default: an internal error, as a bug would)
 
 Everything else is the real CLI in a real process (signal handlers, exit status, death by signal), so the
 test observes exactly what a user's shell would.
@@ -41,11 +41,16 @@ def _raise(code: int) -> None:
     raise OSError(code, os.strerror(code))
 
 
-def _bug(target: str) -> None:
+def _named(spec: str) -> Any:
+    module, attr = spec.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _broken(target: str, error: type[BaseException]) -> None:
     module, attr = target.split(":")
 
     def broken(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError(f"injected bug in {target}")
+        raise error(f"injected into {target}")
 
     setattr(importlib.import_module(module), attr, broken)
 
@@ -59,8 +64,8 @@ def main(argv: list[str]) -> int:
     elif spec[0] == "oserror":
         code = int(getattr(errno, spec[1]))
         _before(spec[2], int(spec[3]), lambda: _raise(code))
-    elif spec[0] == "bug":
-        _bug(spec[1])
+    elif spec[0] == "raise":
+        _broken(spec[1], _named(spec[2]) if len(spec) > 2 else RuntimeError)
     else:
         raise SystemExit(f"unknown fault {spec!r}")
     from onnxtrim.cli import main as cli_main
