@@ -63,15 +63,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     `--debug` adds the traceback and debug logs; it never changes the exit code."""
     previous = signals.install()
     try:
-        code = _run(list(sys.argv[1:] if argv is None else argv))
+        try:
+            code = _run(list(sys.argv[1:] if argv is None else argv))
+        finally:
+            signals.restore(previous)  # a signal landing in here is caught just below like any other
     except KeyboardInterrupt as interrupt:
         signum = signals.signal_of(interrupt)
-    except BaseException:
-        signals.restore(previous)
-        raise
     else:
-        signals.restore(previous)
-        return code
+        return code  # after this, Python's own handling: a KeyboardInterrupt also ends the process by SIGINT
     # Here, not inside `except`: the traceback, and the sessions its frames hold, are gone.
     signals.ignore()
     print("onnxtrim: interrupted", file=sys.stderr)

@@ -15,11 +15,15 @@ The default run makes a few trials; the 20 + 20 of the issue's proof are `slow`:
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import signal
 import time
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 
 from tests.helpers.cli import start
@@ -82,3 +86,39 @@ def test_a_signal_during_calibration_kills_the_process_cleanly(slow_case: Path, 
 def test_twenty_signals_at_random_points_of_calibration(slow_case: Path, tmp_path: Path, name: str) -> None:
     """`pytest tests/cli/test_signals.py -m slow`: 20 trials per signal, each ending by that signal."""
     assert len(_trials(slow_case, tmp_path, name, 20, seed=2011 + len(name))) == 20
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_signals_at_random_points_of_the_write(slow_case: Path, tmp_path: Path, name: str) -> None:
+    """`pytest tests/cli/test_signals.py -m slow`: 10 trials per signal, each sent at a random point after the
+    staging directory of the 100 MB output appears. Every trial ends by the signal with no staging directory
+    left and either nothing published or, when the signal came after the publication, every output whole."""
+    signum = getattr(signal, name)
+    rng = random.Random(7 + len(name))
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((16, WIDTH)).astype(np.float32))
+    outputs = [slow_case / "m.trimmed.onnx", slow_case / "m.trimmed.report.json"]
+    before = snapshot(slow_case)
+    outcomes = []
+    for k in range(10):
+        process = start(slow_case / "m.onnx", "--data", tmp_path / "x.npy", "-q", "--no-verify")
+        deadline = time.monotonic() + 60
+        while not leftovers(slow_case) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        delay = rng.uniform(0.0, 0.25)  # staging to publication takes about 0.2 s here
+        time.sleep(delay)
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=60)
+        published = [p.exists() for p in outputs]
+        outcomes.append(f"trial {k}: {name} {delay:.3f} s after staging began: returncode {process.returncode}, "
+                        f"{'published' if all(published) else 'nothing published'}")
+        assert process.returncode in (-signum, 0), f"{outcomes[-1]}: {stderr}"
+        assert leftovers(slow_case) == [], outcomes[-1]
+        assert all(published) or not any(published), outcomes[-1]
+        if all(published):
+            onnx.checker.check_model(os.fspath(outputs[0]), full_check=True)
+            json.loads(outputs[1].read_text())
+            for path in outputs:
+                path.unlink()
+        assert snapshot(slow_case) == before, outcomes[-1]
+    print("\n".join(outcomes))
