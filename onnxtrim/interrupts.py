@@ -55,8 +55,8 @@ def held_signals() -> Iterator[Held]:
             previous[signum] = signal.signal(signum, held.record)
         yield held
     finally:
-        for signum, handler in previous.items():
+        for stopped, handler in previous.items():
             # None: a handler installed from C, which Python cannot reinstall; the default is closest.
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+            signal.signal(stopped, signal.SIG_DFL if handler is None else handler)
         if held.caught:
             signal.raise_signal(held.caught[0])  # runs the restored handler now (or ends the process)

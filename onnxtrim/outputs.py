@@ -45,7 +45,7 @@ def trim_outputs(config: TrimConfig, model_path: Path) -> TrimOutputs:
 def read_inputs(config: TrimConfig, source: model_io.LoadedModel | None = None) -> tuple[Path, ...]:
     """Every file the run reads and must never write: the model, its data files, and the files given
     for data, labels, a plan or statistics."""
-    given = [config.model, config.labels, config.plan, config.load_stats]
+    given: list[str | os.PathLike[str] | None] = [config.model, config.labels, config.plan, config.load_stats]
     if isinstance(config.data, (str, os.PathLike)) and os.path.isfile(config.data):
         given.append(config.data)
     files = [Path(p) for p in given if p is not None]

@@ -139,16 +139,18 @@ class Publication:
 
     @contextmanager
     def new_file(self, path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-        """A new staged file for `path`, fsync'ed on close; an OSError inside is a one-line OutputError."""
+        """A new staged file for `path`, fsync'ed on close and staged for the commit only if the block
+        completes (a file cut short by an error is never published); an OSError inside is a one-line
+        OutputError."""
         final = self.target(path)
         staged = self._stage_dir(final) / "new" / final.name
         try:
             with open(staged, "xb") as handle:  # never append to or truncate an existing file
-                self._files.append((staged, final))
                 yield handle
                 _sync(handle)
         except OSError as exc:
             raise OutputError(f"{final}: cannot write: {exc.strerror or exc}") from None
+        self._files.append((staged, final))
 
     def write_bytes(self, path: str | os.PathLike[str], payload: bytes) -> Path:
         final = self.target(path)
