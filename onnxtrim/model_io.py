@@ -205,23 +205,43 @@ def _check_contents(model: onnx.ModelProto) -> int:
 def _run_checker(model: onnx.ModelProto, *, full: bool, raw_bytes: int) -> None:
     """The onnx checker in memory, or by path on a layout-only copy when the model is large (`raw_bytes`
     says so without a serialization that would fail only after seconds of work above 2 GiB). The copy is
-    of the model in memory, not the file it came from: what is checked is what onnxtrim will process."""
+    of the model in memory, not the file it came from: what is checked is what onnxtrim will process.
+    Where no temporary copy can be written (a read-only or full TMPDIR), a model under 2 GiB is checked in
+    memory after all."""
     refuse_unloaded(model)
     payload = _serialize(model, _IN_MEMORY_CHECK_LIMIT) if raw_bytes <= _IN_MEMORY_CHECK_LIMIT else None
+    if payload is None and _check_by_path(model, full):
+        return
+    if payload is None:
+        payload = _serialize(model, _PROTOBUF_LIMIT)
+        if payload is None:
+            raise ModelError("cannot check model: it is over 2 GiB and no temporary copy of it can be written "
+                             f"in {tempfile.gettempdir()} (TMPDIR)")
+    _checker(payload, full)
+
+
+def _check_by_path(model: onnx.ModelProto, full: bool) -> bool:
+    """Check a layout-only copy (a sparse data file: no data written); False if it cannot be written."""
     try:
-        if payload is not None:
-            onnx.checker.check_model(payload, full_check=full)
-        else:
-            with tempfile.TemporaryDirectory(prefix="onnxtrim-check-") as tmp:
-                target = Path(tmp) / "model.onnx"
+        with tempfile.TemporaryDirectory(prefix="onnxtrim-check-") as tmp:
+            target = Path(tmp) / "model.onnx"
+            try:
                 with open(target.with_name("model.onnx.data"), "xb") as data_file:
-                    payload = serialize_with_external_data(model, data_file, "model.onnx.data",
-                                                           layout_only=True)
+                    payload = serialize_with_external_data(model, data_file, "model.onnx.data", layout_only=True)
                 target.write_bytes(_fits(payload, target))
-                del payload
-                onnx.checker.check_model(os.fspath(target), full_check=full)
-    except OutputError as exc:
-        raise ModelError(f"cannot check model: {exc}") from None
+            except OutputError as exc:
+                raise ModelError(f"cannot check model: {exc}") from None
+            del payload
+            _checker(os.fspath(target), full)
+    except OSError as exc:
+        logger.warning("cannot write a temporary copy to check the model by path: %s", exc.strerror or exc)
+        return False
+    return True
+
+
+def _checker(source: bytes | str, full: bool) -> None:
+    try:
+        onnx.checker.check_model(source, full_check=full)
     except Exception as exc:  # noqa: BLE001 - the checker boundary: ValidationError, InferenceError, ...
         raise ModelError(f"onnx checker: {one_line(exc)}") from None
 

@@ -11,11 +11,13 @@ model is `slow` (about 2 minutes, 8 GB of disk and memory):
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,6 +27,7 @@ import onnx
 import pytest
 
 from onnxtrim import cli, model_io
+from onnxtrim.errors import ModelError, OutputError
 from tests.helpers.cli import ROOT
 from tests.helpers.files import leftovers, snapshot
 from tests.helpers.wide import wide_gemm_model, wide_model_bytes, write_samples
@@ -145,3 +148,38 @@ def test_a_2_3_gb_model_trims_end_to_end(tmp_path: Path) -> None:
     assert report["fidelity"]["max_abs_diff"] <= 1e-3
     header = onnx.load(run / "m.trimmed.onnx", load_external_data=False)
     assert [list(t.dims) for t in header.graph.initializer][:2] == [[width - 3, width], [width - 3]]
+
+
+def _unwritable_tmpdir(monkeypatch: pytest.MonkeyPatch) -> None:
+    def read_only(*args: object, **kwargs: object) -> str:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+
+
+def test_without_a_usable_tmpdir_models_under_2_gib_fall_back_to_bytes(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The temporary copies are an optimisation below 2 GiB: a read-only TMPDIR must not fail the run."""
+    from onnxtrim import runtime
+
+    model = model_io.load_model(wide_gemm_model(tmp_path / "m.onnx", layers=1, width=64)).model
+    for name in ("_IN_MEMORY_SESSION_LIMIT", "_IN_MEMORY_CHECK_LIMIT"):
+        monkeypatch.setattr(model_io, name, 0)
+    _unwritable_tmpdir(monkeypatch)
+    model_io.check_model(model)
+    session = runtime.make_session(model)
+    assert session.run(None, {"x": np.ones((2, 64), np.float32)})[0].shape == (2, 10)
+
+
+def test_without_a_usable_tmpdir_a_model_over_2_gib_is_a_clear_error(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnxtrim import runtime
+
+    model = model_io.load_model(wide_gemm_model(tmp_path / "m.onnx", layers=1, width=64)).model
+    for name in ("_IN_MEMORY_SESSION_LIMIT", "_IN_MEMORY_CHECK_LIMIT", "_PROTOBUF_LIMIT", "PROTOBUF_LIMIT"):
+        monkeypatch.setattr(model_io, name, 100)  # "2 GiB" is now 100 bytes
+    _unwritable_tmpdir(monkeypatch)
+    with pytest.raises(ModelError, match=r"cannot check model: it is over 2 GiB and no temporary copy"):
+        model_io.check_model(model)
+    with pytest.raises(OutputError, match=r"cannot create a temporary directory for onnxruntime: Read-only"):
+        runtime.make_session(model)

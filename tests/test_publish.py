@@ -150,3 +150,14 @@ def test_held_signals_outside_the_main_thread_hold_nothing() -> None:
     thread.start()
     thread.join()
     assert result == [[]]
+
+
+def test_a_destination_that_appears_while_staging_is_not_replaced(tmp_path: Path) -> None:
+    """Checked free before the work, taken by someone else before the commit: refused, nothing published."""
+    with pytest.raises(OutputError, match="a.onnx: appeared while writing; not replaced"), \
+            Publication() as publication:
+        _three(publication, tmp_path)
+        (tmp_path / "a.onnx").write_text("theirs")
+        publication.commit()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx"]
+    assert (tmp_path / "a.onnx").read_text() == "theirs"
