@@ -14,7 +14,7 @@ from typing import Any
 
 import onnx
 
-from . import model_io, stages
+from . import model_io, outputs, stages
 from .analysis.groups import Analysis
 from .calibration.batching import iter_batches
 from .calibration.feeds import Batch, model_input_specs
@@ -29,6 +29,7 @@ from .errors import CalibrationError, PlanError, VerificationError
 from .gates import GateResult, evaluate
 from .metrics import cost
 from .plan import PrunePlan, structure_fingerprint
+from .publish import Publication
 from .report import build_report, to_json
 from .verify import Fidelity
 
@@ -55,43 +56,30 @@ class TrimResult:
 
     @property
     def protected(self) -> tuple[Path, ...]:
-        return (self.source.path, *self.source.data_files)
+        return outputs.read_inputs(self.config, self.source)
 
     def default_paths(self) -> tuple[Path, Path]:
-        path = self.source.path
-        stem = path.name.removesuffix(".onnx")
-        suffix = ".plan.json" if self.config.dry_run else ".trimmed.onnx"
-        output = Path(self.config.output) if self.config.output else path.with_name(stem + suffix)
-        report_stem = output.name[:-5] if output.name.endswith(".onnx") or output.name.endswith(".json") else output.name
-        report = Path(self.config.report) if self.config.report else output.with_name(report_stem + ".report.json")
-        return output, report
+        paths = outputs.trim_outputs(self.config, self.source.path)
+        return paths.output, paths.report
 
     def save(self, *, write_model: bool = True) -> list[Path]:
-        """Publish outputs atomically: model (or plan), statistics, and the report last.
+        """Publish every output as one (`onnxtrim.publish`): all or none, the report last.
 
-        A shard run (`config.shard`) writes its statistics only.
+        A shard run (`config.shard`) publishes its statistics only.
         """
         output, report_path = self.default_paths()
-        protect = self.protected
-        written: list[Path] = []
-        if self.config.shard is not None:
-            assert self.config.save_stats is not None and self.stats is not None
-            self.written = [model_io.write_bytes(self.config.save_stats, self.stats.to_bytes(),
-                                                 overwrite=self.config.overwrite, protected=protect)]
-            return self.written
-        if self.config.save_stats and self.stats is not None:
-            written.append(model_io.write_bytes(self.config.save_stats, self.stats.to_bytes(),
-                                                overwrite=self.config.overwrite, protected=protect))
-        if self.config.dry_run:
-            written.append(model_io.write_text(output, self.plan.to_json() + "\n",
-                                               overwrite=self.config.overwrite, protected=protect))
-        elif write_model and self.model is not None:
-            written.extend(model_io.save_model(self.model, output, overwrite=self.config.overwrite, protected=protect))
-        self.report["output"] = {"path": str(output) if (self.config.dry_run or write_model) else None}
-        written.append(model_io.write_text(report_path, to_json(self.report),
-                                           overwrite=self.config.overwrite, protected=protect))
-        self.written = written
-        return written
+        with Publication(overwrite=self.config.overwrite, protected=self.protected) as publication:
+            if self.config.save_stats and self.stats is not None:
+                publication.write_bytes(self.config.save_stats, self.stats.to_bytes())
+            if self.config.shard is None:
+                if self.config.dry_run:
+                    publication.write_bytes(output, (self.plan.to_json() + "\n").encode("utf-8"))
+                elif write_model and self.model is not None:
+                    model_io.stage_model(publication, self.model, output)
+                self.report["output"] = {"path": str(output) if (self.config.dry_run or write_model) else None}
+                publication.write_bytes(report_path, to_json(self.report).encode("utf-8"))
+            self.written = publication.commit()
+        return self.written
 
 
 def trim(config: TrimConfig, progress: Progress | None = None) -> TrimResult:
@@ -109,7 +97,9 @@ def trim(config: TrimConfig, progress: Progress | None = None) -> TrimResult:
         timings[stage] = now - clock
         clock = now
 
+    outputs.check_outputs(config)  # every output target, before any work: seconds, not minutes, to a typo
     source = model_io.load_model(config.model)
+    outputs.check_outputs(config, source)  # again, now that the model's data files are known
     model = source.model
     fingerprint = structure_fingerprint(model)
     analysis = stages.analyse(model)

@@ -6,6 +6,7 @@ and the rule that was broken, and where possible what to do about it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 
@@ -16,7 +17,24 @@ def one_line(detail: object, limit: int = 400) -> str:
 
 
 class OnnxTrimError(Exception):
-    """Base class of every error onnxtrim raises on purpose."""
+    """Base class of every error onnxtrim raises on purpose.
+
+    A message that tells the user to set an option spells it as a Python caller writes it
+    (`overwrite=True`) and lists it in `options` (that text -> the `TrimConfig` field), so that the
+    command line can name its own flag instead (`--overwrite`) without the library knowing about flags.
+    """
+
+    def __init__(self, *args: object, options: Mapping[str, str] | None = None) -> None:
+        super().__init__(*args)
+        self.options: dict[str, str] = dict(options or {})
+
+    def render(self, flag: Callable[[str], str] | None = None) -> str:
+        """The message, with each option named by `flag(field)` when given (the CLI's spelling)."""
+        text = str(self)
+        if flag is not None:
+            for spelled, option in self.options.items():
+                text = text.replace(spelled, flag(option))
+        return text
 
 
 class ConfigError(OnnxTrimError):

@@ -9,13 +9,16 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import onnx
 
-from .errors import ConfigError, DependencyError
+from . import model_io
+from .errors import ConfigError, DependencyError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +27,6 @@ PROVIDER_ALIASES = {
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
 }
-
-_PROTOBUF_LIMIT = 2**31 - 1
 
 
 def import_ort() -> ModuleType:
@@ -63,11 +64,21 @@ def make_session(
     *,
     optimize: bool = True,
     intra_op_threads: int = 0,
+    allow_fallback: bool = False,
 ) -> Any:
-    """Build an InferenceSession from an in-memory model.
+    """Build an InferenceSession from an in-memory model, on the providers asked for.
 
-    Models over the 2 GB protobuf limit go through a temporary directory with external data,
-    since onnxruntime cannot take them as bytes.
+    A model over protobuf's 2 GiB is never serialized into one message (that fails, after copying the
+    whole model): it is written with external data into a temporary directory, which onnxruntime reads
+    by path and memory-maps. Measured on a 2.3 GB model, that costs one copy (onnxruntime's own) where
+    handing it the weights as OrtValues (`add_initializer`) cost two, and `add_external_initializers`
+    refuses a model given as bytes. The directory is removed once the session exists.
+
+    A provider onnxruntime does not have, or one it has but could not start (onnxruntime-gpu without the
+    CUDA libraries falls back to CPU silently), is a DependencyError (exit code 7): calibrating or
+    verifying on CPU when CUDA was asked for is not what the user asked. The benchmark reports a
+    fallback as a warning instead (`allow_fallback=True`), since it labels every timing with the
+    provider that produced it.
     """
     ort = import_ort()
     options = ort.SessionOptions()
@@ -81,16 +92,42 @@ def make_session(
     available = set(ort.get_available_providers())
     missing = [p for p in wanted if p not in available]
     if missing:
-        raise ConfigError(
+        raise DependencyError(
             f"execution provider(s) {', '.join(missing)} not available in this onnxruntime "
             f"(available: {', '.join(sorted(available))}); install 'onnxtrim[gpu]' for CUDA"
         )
-    if model.ByteSize() < _PROTOBUF_LIMIT:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=wanted)
-    with tempfile.TemporaryDirectory(prefix="onnxtrim-session-") as tmp:
-        path = os.path.join(tmp, "model.onnx")
-        onnx.save(model, path, save_as_external_data=True, location="model.onnx.data")
-        return ort.InferenceSession(path, options, providers=wanted)
+    payload = model_io.session_bytes(model)
+    session = None if payload is None else ort.InferenceSession(payload, options, providers=wanted)
+    if session is None:
+        session = _session_from_copy(ort, model, options, wanted)
+    got = session.get_providers()
+    lost = [p for p in wanted if p not in got]
+    if lost and not allow_fallback:
+        raise DependencyError(
+            f"{', '.join(lost)} is available in onnxruntime but could not be started (the session runs on "
+            f"{', '.join(got)}): its runtime libraries (CUDA, cuDNN) are missing or do not match; see "
+            "onnxruntime's requirements for 'onnxtrim[gpu]'"
+        )
+    return session
+
+
+def _session_from_copy(ort: ModuleType, model: onnx.ModelProto, options: Any, providers: list[str]) -> Any:
+    """A session read from a temporary copy with external data (removed once the session exists); where no
+    temporary file can be written, from bytes if the model is under 2 GiB."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="onnxtrim-session-") as tmp:
+            path = model_io.write_session_copy(model, Path(tmp))
+            log.debug("onnxruntime reads the model from %s with external data", path)
+            return ort.InferenceSession(os.fspath(path), options, providers=providers)
+    except OutputError as exc:
+        problem = exc
+    except OSError as exc:  # no temporary directory at all
+        problem = OutputError(f"cannot create a temporary directory for onnxruntime: {exc.strerror or exc}")
+    payload = model_io.session_bytes(model, model_io.PROTOBUF_LIMIT)
+    if payload is None:
+        raise problem
+    log.warning("%s; giving onnxruntime the model as bytes instead", problem)
+    return ort.InferenceSession(payload, options, providers=providers)
 
 
 def session_uses_gpu(session: Any) -> bool:
@@ -104,8 +141,6 @@ def run(session: Any, output_names: Sequence[str] | None, feeds: dict[str, Any])
     onnxruntime holds the GIL-free C++ run until it finishes, so the signal would only be seen
     afterwards; the run goes to a worker thread and `RunOptions.terminate` ends it early.
     """
-    import threading
-
     ort = import_ort()
     options = ort.RunOptions()
     result: dict[str, Any] = {}
@@ -116,7 +151,7 @@ def run(session: Any, output_names: Sequence[str] | None, feeds: dict[str, Any])
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             result["error"] = exc
 
-    worker = threading.Thread(target=work, name="onnxtrim-run", daemon=True)
+    worker = threading.Thread(target=work, name=_WORKER_NAME, daemon=True)
     worker.start()
     try:
         while worker.is_alive():
@@ -128,3 +163,14 @@ def run(session: Any, output_names: Sequence[str] | None, feeds: dict[str, Any])
     if "error" in result:
         raise result["error"]
     return result["value"]
+
+
+_WORKER_NAME = "onnxtrim-run"
+
+
+def join_workers(timeout: float = 5.0) -> None:
+    """Wait (up to `timeout` seconds in all) for runs still finishing after an interrupt, so that their
+    sessions can be released before the process ends."""
+    for worker in threading.enumerate():
+        if worker.name == _WORKER_NAME and worker is not threading.current_thread():
+            worker.join(timeout)

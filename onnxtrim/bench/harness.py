@@ -242,7 +242,7 @@ def model_names(models: Sequence[ModelLike], names: Sequence[str] | None) -> lis
 
 
 def _default_session_factory(model: onnx.ModelProto, provider: str, threads: int) -> Any:
-    return make_session(model, [provider], optimize=True, intra_op_threads=threads)
+    return make_session(model, [provider], optimize=True, intra_op_threads=threads, allow_fallback=True)
 
 
 def _is_ort_error(exc: BaseException) -> bool:

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from fractions import Fraction
 from typing import Literal
 
 import numpy as np
 
-from ..errors import CalibrationError, ConfigError
+from ..errors import CalibrationError, ConfigError, ModelError
 from .feeds import Batch, DataSource, InputSpec, check_inputs
 
 log = logging.getLogger(__name__)
@@ -61,21 +62,48 @@ def held_out(indices: np.ndarray, holdout: float | Fraction) -> np.ndarray:
     return np.fromiter((((int(i) + 1) * p) // q > (int(i) * p) // q for i in idx.flat), bool, idx.size)
 
 
-def _batch_size(inputs: Sequence[InputSpec], requested: int) -> tuple[int, bool]:
-    """A static batch dim overrides the requested size; returns (size, whether it is static)."""
+def _batch_size(inputs: Sequence[InputSpec], requested: int) -> tuple[int, tuple[str, ...]]:
+    """A static batch dim overrides the requested size; returns (size, the inputs whose batch is static)."""
     statics = {spec.name: spec.static_batch for spec in inputs if spec.static_batch is not None}
     sizes = set(statics.values())
     if len(sizes) > 1:
         detail = ", ".join(f"'{name}' {size}" for name, size in statics.items())
         raise CalibrationError(f"model inputs have different static batch dimensions: {detail}")
     if not sizes:
-        return requested, False
+        return requested, ()
     size = sizes.pop()
     if size < 1:
         raise CalibrationError(f"model input '{next(iter(statics))}' has a static batch dimension of {size}")
     if size != requested:
         log.info("batch size %d forced to %d by the model's static batch dimension", requested, size)
-    return size, True
+    return size, tuple(statics)
+
+
+def machine_memory() -> int | None:
+    """This machine's physical memory in bytes, where the platform says (None elsewhere)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_batch_bytes(size: int, rows: Mapping[str, tuple[tuple[int, ...], np.dtype]], static: tuple[str, ...],
+                      at_least: bool = False) -> None:
+    """Refuse a batch buffer this machine cannot hold, before allocating it (a static batch of 2**40 made
+    numpy raise MemoryError). `rows`: per-sample shape and dtype of each input. A ModelError: the model's
+    static batch dimension is what no data and no option can change."""
+    need = sum(size * math.prod(shape) * dtype.itemsize for shape, dtype in rows.values())
+    memory = machine_memory()
+    if memory is None or need <= memory:
+        return
+    names = ", ".join(f"'{name}'" for name in static) or ", ".join(f"'{name}'" for name in rows)
+    raise ModelError(f"model input {names} has a static batch dimension of {size}: one batch needs "
+                     f"{'at least ' if at_least else ''}{_gib(need)}, more than this machine's "
+                     f"{_gib(memory)} of memory; export the model with a dynamic (or smaller) batch dimension")
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:,.1f} GiB" if nbytes >= 2**30 else f"{nbytes:,} bytes"
 
 
 def _check_options(batch_size: object, max_samples: object, part: object) -> None:
@@ -117,10 +145,12 @@ class _BatchBuilder:
     and dropped with a warning with a static one, like the trailing partial batch.
     """
 
-    def __init__(self, size: int, static: bool) -> None:
+    def __init__(self, size: int, static: tuple[str, ...]) -> None:
         self.size = size
-        self.static = static
+        self.static = static  # the inputs whose batch dimension is static (then no short batch is run)
         self.emitted = 0
+        self.dropped: list[str] = []  # origins of the samples a static batch could not take
+        self._warnings: list[str] = []  # said at the end, once it is known whether any batch ran
         self._layout: dict[str, tuple[tuple[int, ...], np.dtype]] | None = None
         self._buffers: dict[str, np.ndarray] | None = None
         self._indices = np.empty(0, dtype=np.int64)
@@ -139,6 +169,8 @@ class _BatchBuilder:
         done = 0
         while done < len(positions):
             if self._buffers is None:
+                if self.static:
+                    check_batch_bytes(self.size, layout, self.static)
                 self._buffers = {
                     name: np.empty((self.size, *shape), dtype) for name, (shape, dtype) in layout.items()
                 }
@@ -158,20 +190,18 @@ class _BatchBuilder:
 
     def finish(self) -> Iterator[Batch]:
         yield from self._flush("the data ends")
+        if self.emitted:  # with no batch at all, the error the stream then raises says it in one line
+            for warning in self._warnings:
+                log.warning("%s", warning)
 
     def _flush(self, reason: str) -> Iterator[Batch]:
         if not self._count:
             return
         if self.static:
             idx = self._indices[: self._count]
-            log.warning(
-                "dropping %d sample(s) (indices %d..%d): the model's static batch dimension is %d and %s",
-                self._count,
-                idx[0],
-                idx[-1],
-                self.size,
-                reason,
-            )
+            self.dropped.extend(o for o in self._origins if o not in self.dropped)
+            self._warnings.append(f"dropping {self._count} sample(s) (indices {idx[0]}..{idx[-1]}): the model's "
+                                  f"static batch dimension is {self.size} and {reason}")
             self._reset()
         else:
             yield self._emit()
@@ -213,6 +243,10 @@ def iter_batches(
     _check_options(batch_size, max_samples, part)
     frac = holdout_fraction(holdout)
     size, static = _batch_size(inputs, int(batch_size))
+    if static:  # the dims known now (symbolic ones counted as 1) already bound the batch from below
+        known = {spec.name: (tuple(d if isinstance(d, int) else 1 for d in spec.shape[1:]), spec.dtype)
+                 for spec in inputs}
+        check_batch_bytes(size, known, static, at_least=True)
     limit = None if max_samples is None else int(max_samples)
     return _stream(source, inputs, size, static, limit, frac, part)
 
@@ -221,7 +255,7 @@ def _stream(
     source: DataSource,
     inputs: list[InputSpec],
     size: int,
-    static: bool,
+    static: tuple[str, ...],
     max_samples: int | None,
     frac: Fraction,
     part: str,
@@ -254,7 +288,16 @@ def _stream(
         raise CalibrationError(f"{source.description}: no samples")
     if selected and not builder.emitted:
         what = "samples" if part == "all" else f"{part} samples"
+        inputs_named = ", ".join(f"'{name}'" for name in static)
         raise CalibrationError(
-            f"{source.description}: no full batch: the model's static batch dimension is {size} but only "
-            f"{selected} {what} were read"
+            f"{_files(builder.dropped, source.description)}: no full batch: model input {inputs_named} has a "
+            f"static batch dimension of {size} but only {selected} {what} were read"
         )
+
+
+def _files(origins: Sequence[str], fallback: str, shown: int = 3) -> str:
+    """The origins of the samples, for a message: 'a.npy, b.npy', or 'a.npy, b.npy, c.npy and 5 more'."""
+    if not origins:
+        return fallback
+    head = ", ".join(origins[:shown])
+    return head if len(origins) <= shown else f"{head} and {len(origins) - shown} more"

@@ -47,12 +47,15 @@ calibration data (--data):
   (get_next() -> dict | None) or an iterable of {input name: array} dicts.
 
 exit codes:
-  0 ok, 1 internal error, 2 usage, 3 invalid or unsafe model, 4 bad calibration data,
-  5 verification failed (--check), 6 cannot write output, 7 missing dependency,
+  0 ok, 1 internal error, 2 usage, 3 invalid or unsafe model (a static batch too large too),
+  4 bad calibration data, 5 verification failed (--check), 6 cannot write output,
+  7 missing dependency (onnxruntime, or the CUDA runtime --providers cuda needs),
   8 plan does not match the model, 9 a graph rewrite failed,
   10 --max-drop gate failed, 11 --min-speedup gate failed, 12 --max-latency-ms gate failed,
   13 the model cannot be run faithfully in torch (fine-tuning bridge)
-  (gates fail after the model and report are written; the report lists every gate)
+  (gates fail after the model and report are written; the report lists every gate).
+  --debug adds the traceback and keeps the code; Ctrl-C and SIGTERM end the process by that signal,
+  with nothing written.
 """
 
 

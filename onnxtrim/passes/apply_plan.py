@@ -13,6 +13,7 @@ Not handled: anything the analysis reported as a barrier is left untouched.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections import defaultdict
 
@@ -44,7 +45,13 @@ def apply_plan(model: onnx.ModelProto, plan: PrunePlan, analysis: Analysis | Non
     if removed.any():
         rewrite(graph, analysis, removed, names)
     names.restore_original_names(graph)
-    return ir.to_model(graph, model)
+    trimmed = ir.to_model(graph, model)
+    # graphsurgeon's graph is a web of cycles (tensors <-> nodes) holding the sliced weights, as large as
+    # the trimmed model: left to the cyclic collector they stayed alive through verification (+1.6 GiB on
+    # a 2.3 GB model, while two onnxruntime sessions were being built).
+    del graph, analysis
+    gc.collect()
+    return trimmed
 
 
 def rewrite(graph: gs.Graph, analysis: Analysis, removed: np.ndarray, names: NameSource) -> None:

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onnxtrim.calibration import Batch, InputSpec, held_out, iter_batches, open_data
-from onnxtrim.errors import CalibrationError, ConfigError
+from onnxtrim.calibration import Batch, InputSpec, batching, held_out, iter_batches, open_data
+from onnxtrim.errors import CalibrationError, ConfigError, ModelError
 
 from .helpers import indices_of, rows_of
 
@@ -121,12 +121,25 @@ def test_static_batch_forces_size_and_drops_the_tail(static: list[InputSpec], ca
 def test_static_batch_too_few_samples(tmp_path: Path) -> None:
     inputs = [InputSpec("x", np.dtype(np.float32), (4, 2))]
     with pytest.raises(
-        CalibrationError, match="no full batch: the model's static batch dimension is 4 but only 3"
+        CalibrationError, match="no full batch: model input 'x' has a static batch dimension of 4 but only 3"
     ):
         run([3], inputs)
     # A holdout part can be too small for one static batch: also said, naming the part.
     with pytest.raises(CalibrationError, match="only 2 holdout samples were read"):
         run([10], inputs, holdout=0.2, part="holdout")
+
+
+def test_a_batch_buffer_beyond_memory_is_refused_before_allocation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Declared dims bound the batch from below at the call; a symbolic dim makes the exact size known only
+    from the data, and that is checked before the buffer is allocated."""
+    monkeypatch.setattr(batching, "machine_memory", lambda: 1000)
+    assert len(run([100], [InputSpec("x", np.dtype(np.float32), (100, 2))])) == 1  # 800 bytes: fits
+    monkeypatch.setattr(batching, "machine_memory", lambda: 600)
+    with pytest.raises(ModelError, match=r"static batch dimension of 100: one batch needs at least 800 bytes, "
+                                         r"more than this machine's 600 bytes of memory"):
+        run([100], [InputSpec("x", np.dtype(np.float32), (100, 2))])
+    with pytest.raises(ModelError, match=r"static batch dimension of 100: one batch needs 800 bytes"):
+        run([100], [InputSpec("x", np.dtype(np.float32), (100, "width"))])  # at the call: at least 400
 
 
 def test_dynamic_batch_keeps_the_partial_tail() -> None:

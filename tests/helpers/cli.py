@@ -15,10 +15,34 @@ from tests.helpers.dead import dead_chain, write_npy_batches
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _environment(env=None) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+
+
 def onnxtrim(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "onnxtrim", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=environment, timeout=300, check=False)
+                          cwd=cwd, env=_environment(env), timeout=300, check=False)
+
+
+def start(*args, cwd=None, env=None) -> subprocess.Popen:
+    """`onnxtrim ARGS` running in the background (to signal it), stdout and stderr piped as text."""
+    return subprocess.Popen([sys.executable, "-m", "onnxtrim", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=cwd, env=_environment(env))
+
+
+def with_fault(fault: list[str], *args, cwd=None) -> subprocess.CompletedProcess:
+    """`onnxtrim ARGS` with one fault injected (see tests/helpers/inject.py)."""
+    return subprocess.run([sys.executable, "-m", "tests.helpers.inject", *fault, "--", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, env=_environment(), timeout=300, check=False)
+
+
+def one_line(stderr: str, *fragments: str) -> str:
+    """The single line a failing run prints: `onnxtrim: ...`, no traceback, naming every fragment."""
+    assert stderr.count("\n") == 1 and stderr.startswith("onnxtrim: "), stderr
+    assert "Traceback" not in stderr, stderr
+    for fragment in fragments:
+        assert fragment in stderr, stderr
+    return stderr.strip()
 
 
 def chain_case(directory: Path) -> tuple[Path, Path]:

@@ -1,12 +1,12 @@
 """Helpers shared by the model_io tests: tiny models, tampering with external data, and snapshots.
 
-A snapshot records every file under a directory (hash, size, mtime, link target), so one equality
-assertion proves both that the inputs are untouched and that no output or temporary file was left.
+A snapshot (`tests.helpers.files.snapshot`, re-exported here) records every file under a directory, so
+one equality assertion proves both that the inputs are untouched and that no output or temporary file
+was left.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from onnx import TensorProto, numpy_helper
 
 from onnxtrim.errors import ModelError, OutputError
 from onnxtrim.model_io import load_model
+from tests.helpers.files import snapshot
 
 #   x[1,4] ──MatMul(w[4,256])──▶ y[1,256]      (w is 4 KiB: above the 1 KiB external-data threshold)
 MATMUL = """
@@ -69,25 +70,6 @@ def externalize(tensor: TensorProto, data_path: Path, location: str | None = Non
     for key, value in keys.items():
         entry = tensor.external_data.add()
         entry.key, entry.value = key, value
-
-
-def snapshot(root: Path) -> dict[str, tuple]:
-    """Every entry under root: (kind, sha256 or link target, size, mtime_ns)."""
-    state: dict[str, tuple] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath, name)
-            st = path.lstat()
-            if path.is_symlink():
-                state[str(path)] = ("link", os.readlink(path), 0, st.st_mtime_ns)
-            elif path.is_file():
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
-                state[str(path)] = ("file", digest, st.st_size, st.st_mtime_ns)
-            elif path.is_dir():
-                state[str(path)] = ("dir", "", 0, 0)
-            else:
-                state[str(path)] = ("other", "", 0, st.st_mtime_ns)
-    return state
 
 
 def assert_load_fails(path: Path, *fragments: str, root: Path | None = None) -> ModelError:

@@ -1,7 +1,9 @@
 """Property tests: any byte string as a model file ends in ModelError, never another exception or a hang.
 
 Sizes are bounded so the suite stays fast; the second property mutates a real model (external data
-included), which reaches much deeper into the loader than uniformly random bytes.
+included), which reaches much deeper into the loader than uniformly random bytes. The last two run the
+whole command line on mutated models, external data and data files (tests/helpers/fuzz_cli.py): 64 cases
+by default, 10,000 with `pytest tests/model_io/test_model_io_fuzz.py -m slow -s`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import onnx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from modelio_helpers import externalize, matmul_model, save_external, snapshot, write_model
@@ -94,3 +97,26 @@ def test_seeds_load(tmp_path: Path) -> None:
         seed.mkdir()
         _seed_model(seed, rich)
         assert load_model(seed / "seed.onnx").data_files == ((seed / "w.data").resolve(),)
+
+
+# ---------------------------------------------------------------- the whole command line
+
+def test_fuzzed_models_and_data_through_the_cli() -> None:
+    """64 cases of tests/helpers/fuzz_cli.py (8 of each kind): documented exit codes, inputs unchanged."""
+    from tests.helpers.fuzz_cli import fuzz
+
+    summary = fuzz(64, timeout=120)
+    assert summary.cases == 64 and summary.crashes == [] and summary.hangs == [], summary.line()
+
+
+@pytest.mark.slow
+def test_ten_thousand_fuzzed_models_and_data_files() -> None:
+    """`pytest tests/model_io/test_model_io_fuzz.py -m slow -s` (about 10 minutes on 2 cores; the README's
+    Reliability section records the last run). Any failing case reruns alone as
+    `python -m tests.helpers.fuzz_cli 1 CASE`."""
+    from tests.helpers.fuzz_cli import fuzz
+
+    summary = fuzz(10_000, timeout=120)
+    print(summary.line())
+    assert summary.cases == 10_000 and summary.crashes == [] and summary.hangs == [], \
+        "\n".join([summary.line(), *summary.crashes[:20]])

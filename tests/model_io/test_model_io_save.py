@@ -18,7 +18,7 @@ import pytest
 from modelio_helpers import WEIGHT, assert_one_line, matmul_model, save_external, snapshot
 from onnx import numpy_helper
 
-from onnxtrim import model_io
+from onnxtrim import model_io, publish
 from onnxtrim.errors import ModelError, OutputError
 from onnxtrim.model_io import LoadedModel, load_model, save_model, write_text
 
@@ -300,7 +300,7 @@ def test_rollback_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(os, "link", no_links)
     _fail_fsync(monkeypatch, KeyboardInterrupt())  # the directory fsync, after both files are replaced
-    monkeypatch.setattr(model_io, "_sync", lambda handle: handle.flush())
+    monkeypatch.setattr(publish, "_sync", lambda handle: handle.flush())
     with pytest.raises(KeyboardInterrupt):
         save_model(matmul_model(), tmp_path / "m.onnx", external_data=True, overwrite=True)
     assert {k: v[:3] for k, v in snapshot(tmp_path).items()} == {k: v[:3] for k, v in before.items()}

@@ -12,9 +12,8 @@
     The example input (float32, batch 2) the model was exported with, and torch's output for it, as numpy
     arrays; cached per session.
 
-Marker ``slow``: zoo cases whose export is too expensive for the default run (see ``test_exports.py``).
-They are skipped unless a ``-m`` expression is given, e.g. ``pytest tests/zoo -m slow`` or
-``pytest tests/zoo -m "slow or not slow"`` for everything.
+Marker ``slow`` (defined in tests/conftest.py): zoo cases whose export is too expensive for the default
+run (see ``test_exports.py``), e.g. ``pytest tests/zoo -m slow``.
 """
 
 from __future__ import annotations
@@ -27,21 +26,6 @@ import pytest
 
 from tests.helpers.export import EXPORTERS, Exporter, export_torch, zoo_model
 from tests.helpers.session import session_object
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "slow: expensive zoo export, skipped unless selected with -m (e.g. -m slow)"
-    )
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.option.markexpr:
-        return
-    skip = pytest.mark.skip(reason="slow zoo export: select with -m slow (or -m 'slow or not slow')")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
 
 
 class ZooCache:
