@@ -101,7 +101,8 @@ def walk_scopes(todo: collections.deque[Scope]) -> Iterator[Scope]:
     while todo:
         scope = todo.popleft()
         yield scope
-        owned = [(node, attr) for node in scope.nodes for attr in node.attribute]
+        owned: list[tuple[NodeProto | None, AttributeProto]] = [
+            (node, attr) for node in scope.nodes for attr in node.attribute]
         owned += [(None, attr) for attr in scope.attributes]
         for node, attr in owned:
             owner = f"node {q(node.name or node.op_type)}" if node is not None else "function attribute"

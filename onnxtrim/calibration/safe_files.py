@@ -26,7 +26,7 @@ import re
 import stat
 import zipfile
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 import numpy as np
 import onnx
@@ -143,7 +143,7 @@ def load_npy(path: str, origin: str) -> np.ndarray:
                 f"{origin}: header declares shape {shape} of {dtype} ({need} bytes) but the file holds only "
                 f"{size - offset} bytes of data (truncated or corrupt)"
             )
-        order = "F" if fortran else "C"
+        order: Literal["C", "F"] = "F" if fortran else "C"
         if need == 0:
             return np.empty(shape, dtype=dtype, order=order)
         try:

@@ -84,7 +84,10 @@ def rewrite(graph: gs.Graph, analysis: Analysis, removed: np.ndarray, names: Nam
         source = node.inputs[input_index]
         key = (id(ir.constant_behind(source)), tuple((axis, tuple(k.tolist())) for axis, k in cuts))
         if key not in copies:
-            value = _select(ir.const_value(source), cuts)
+            original = ir.const_value(source)
+            if original is None:  # the analysis only records cuts of constants
+                raise PassError(f"apply_plan: input {input_index} of node '{node.name}' is no longer a constant")
+            value = _select(original, cuts)
             copies[key] = gs.Constant(names.fresh(source.name), np.ascontiguousarray(value))
         node.inputs[input_index] = copies[key]
     for edit, count in counts:

@@ -13,7 +13,7 @@ import onnx
 
 from .. import stages
 from ..analysis.groups import Analysis
-from ..calibration.batching import iter_batches
+from ..calibration.batching import Part, iter_batches
 from ..calibration.feeds import Batch, DataSource, InputSpec
 from ..calibration.labels import read_labels
 from ..calibration.readers import open_data
@@ -74,6 +74,7 @@ def _training(config: TrimConfig, data: DataSource | None, inputs: list[InputSpe
               counted: Counted) -> Training:
     from ..torch_bridge import FinetuneConfig
 
+    part: Part
     if config.train_data is not None:
         source = open_data(config.train_data, inputs)
         part, holdout_share = "all", 0.0
