@@ -194,7 +194,9 @@ def _fates(ctx: RuleContext, split: Split) -> tuple[set[int], bool]:
         rank = len(ir.shape_of(tensor) or ())
         for node in tensor.outputs:
             op = node.op
-            if op == "Gather" or op in ("Split", "Slice"):
+            if node.inputs[0] is not tensor:  # read as indices or a shape, not as data
+                continue
+            if op in ("Gather", "Split", "Slice"):
                 axes = _selected_axes(node, rank)
                 selected.update(k for k, p in enumerate(positions) if p in axes)
             elif op == "Reshape":
@@ -209,9 +211,8 @@ def _fates(ctx: RuleContext, split: Split) -> tuple[set[int], bool]:
 
 
 def _selected_axes(node: gs.Node, rank: int) -> set[int]:
-    if node.op == "Gather":
-        return {normalise_axis(int(node.attrs.get("axis", 0)), rank)}
-    if node.op == "Split":
+    """The axes a Gather, Split or Slice selects along."""
+    if node.op in ("Gather", "Split"):
         return {normalise_axis(int(node.attrs.get("axis", 0)), rank)}
     axes = ir.const_value(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3].name else None
     if axes is None:
