@@ -53,10 +53,18 @@ class ShapeValues:
     subgraph the exporter left is not this pass's business).
     """
 
-    def __init__(self, graph: gs.Graph) -> None:
+    def __init__(self, graph: gs.Graph, *, lazy: bool = False) -> None:
+        self._graph: gs.Graph | None = graph
         self._values: dict[str, Value] = {}
         self._constants: dict[str, np.ndarray | None] = {}
         self._from_shape: set[str] = set()
+        if not lazy:  # lazy: evaluated at the first question (the analysis rarely asks one)
+            self._evaluate()
+
+    def _evaluate(self) -> None:
+        graph, self._graph = self._graph, None
+        if graph is None:
+            return
         for node in graph.nodes:
             rule = RULES.get(node.op)
             if rule is None or node.domain not in (None, "", "ai.onnx"):
@@ -78,6 +86,7 @@ class ShapeValues:
                 self._from_shape.add(name)
 
     def value(self, tensor: gs.Tensor) -> Value | None:
+        self._evaluate()
         name = tensor.name
         if name in self._values:
             return self._values[name]
@@ -102,6 +111,7 @@ class ShapeValues:
         return tuple(int(v) for v in value)
 
     def from_shape(self, name: str) -> bool:
+        self._evaluate()
         return name in self._from_shape
 
 

@@ -184,7 +184,7 @@ def analyse(graph: gs.Graph, *, attention: AttentionMode = "heads") -> Analysis:
     kinds: list[tuple[np.ndarray, str]] = []
     graph_outputs = frozenset(t.name for t in graph.outputs)
     opset = ir.default_opset(graph)
-    values = ShapeValues(graph)
+    values = ShapeValues(graph, lazy=True)
     positions = {id(node): index for index, node in enumerate(graph.nodes)}
     live = _live_nodes(graph)
 
@@ -240,20 +240,13 @@ def analyse(graph: gs.Graph, *, attention: AttentionMode = "heads") -> Analysis:
 
 
 def _live_nodes(graph: gs.Graph) -> set[int]:
-    """Nodes that a graph output, or a tensor read inside a control-flow subgraph, depends on (by id)."""
-    outer = ir.outer_names_used_by_subgraphs(graph)
-    todo = list(graph.outputs) + [t for name, t in graph.tensors().items() if name in outer]
+    """Nodes that a graph output, or a tensor read inside a control-flow subgraph, depends on (by id):
+    one pass backwards over the topologically sorted nodes."""
+    needed = {t.name for t in graph.outputs} | ir.outer_names_used_by_subgraphs(graph)
     live: set[int] = set()
-    seen: set[int] = set()
-    while todo:
-        tensor = todo.pop()
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        for node in tensor.inputs:
-            if id(node) not in live:
-                live.add(id(node))
-                todo.extend(node.inputs)
+    for node in reversed(graph.nodes):
+        if any(t.name in needed or any(id(c) in live for c in t.outputs) for t in node.outputs):
+            live.add(id(node))
     return live
 
 
