@@ -153,7 +153,8 @@ def zoo_model(name: str, size: int, cache_dir: Path) -> Path:
     """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"{name}_{size}_opset{OPSET}.onnx"
+    version = "_v2" if name == "encoder" else ""  # v2: distinct weights per layer (v1 shared one layer's)
+    path = cache_dir / f"{name}_{size}_opset{OPSET}{version}.onnx"
     if path.exists():
         return path
     started = time.perf_counter()
@@ -173,6 +174,9 @@ def _export(name: str, size: int, path: Path) -> None:
     torch.manual_seed(0)
     if name == "encoder":
         net, x = _encoder(torch), torch.randint(0, 1000, (1, size))
+    elif name.startswith("vit_"):  # torchvision's ViTs take their image size at construction
+        net = getattr(torchvision.models, name)(weights=None, image_size=size).eval()
+        x = torch.randn(1, 3, size, size)
     else:
         net = getattr(torchvision.models, name)(weights=None).eval()
         x = torch.randn(1, 3, size, size)
@@ -195,6 +199,11 @@ def _encoder(torch):
             self.embed = nn.Embedding(1000, 768)
             layer = nn.TransformerEncoderLayer(768, 12, 3072, dropout=0.0, activation="gelu", batch_first=True)
             self.layers = nn.TransformerEncoder(layer, 12, enable_nested_tensor=False)
+            for module in self.layers.modules():  # the layers are copies of one: give each its own weights,
+                if module is not self.layers and hasattr(module, "reset_parameters"):  # as a trained model has
+                    module.reset_parameters()
+                if isinstance(module, nn.MultiheadAttention):
+                    module._reset_parameters()
             self.head = nn.Linear(768, 2)
 
         def forward(self, ids):

@@ -47,12 +47,16 @@ from onnxtrim.calibration.readers import Batch
 from onnxtrim.criteria.base import Scores
 from onnxtrim.criteria.mean_activation import MeanActivation
 from onnxtrim.passes.apply_plan import apply_plan
-from onnxtrim.plan import structure_fingerprint
+from onnxtrim.plan import PrunePlan, structure_fingerprint
 from onnxtrim.policy import Selection, make_plan
 from onnxtrim.runtime import import_ort
 
 TARGET = 1.15
 DEFAULT_MODELS = "resnet18,resnet50,mobilenet_v2,vgg16_bn,densenet121,efficientnet_b0"
+# Transformers (the BERT-base-shaped `encoder` of _common, torchvision ViTs) are trimmed by kind:
+# a share of every attention's heads, or of every MLP's units, as separate variants.
+TRANSFORMER_FRACTIONS = (0.25, 0.5)
+KINDS = {"heads": "heads", "mlp": "channels"}
 
 
 CRITERION = MeanActivation()
@@ -63,10 +67,42 @@ def scores_for(model, analysis, fingerprint, how: str, size: int, samples: int) 
         return Scores({g.id: np.full(g.size, 0.5) for g in analysis.groups})
     rng = np.random.default_rng(0)
     batch = min(samples, 8)
-    batches = (Batch({"input": rng.standard_normal((batch, 3, size, size), dtype=np.float32)}, f"random {i}",
-                     np.arange(i, i + batch, dtype=np.int64)) for i in range(0, samples, batch))
+    tokens = model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
+
+    def sample(count: int) -> np.ndarray:
+        if tokens:  # the encoder's token ids, [batch, sequence]
+            return rng.integers(0, 1000, size=(count, size), dtype=np.int64)
+        return rng.standard_normal((count, 3, size, size), dtype=np.float32)
+
+    batches = (Batch({"input": sample(batch)}, f"random {i}", np.arange(i, i + batch, dtype=np.int64))
+               for i in range(0, samples, batch))
     stats = stages.measure(model, analysis, CRITERION.requests(analysis), batches, fingerprint=fingerprint)
     return CRITERION.scores(analysis, stats)
+
+
+def only_kind(analysis, scores: Scores, kind: str) -> Scores:
+    """The scores of one kind of group (heads, or the MLPs' units); the others are left alone."""
+    chosen = {g.id for g in analysis.groups if g.kind == KINDS[kind]}
+    return Scores({gid: v for gid, v in scores.values.items() if gid in chosen},
+                  {g.id: f"not a {kind} group" for g in analysis.groups if g.id not in chosen})
+
+
+def plans_for(analysis, scores: Scores, args, fingerprint: str):
+    """(label, plan, fraction, round_to) of every variant: by fraction and rounding for convnets; by kind
+    (heads, MLP units) and fraction for transformers, whose heads are never rounded."""
+    transformer = any(g.kind == "heads" for g in analysis.groups)
+    fractions = args.fractions or (TRANSFORMER_FRACTIONS if transformer else (0.3, 0.5))
+    if transformer:  # what importing and exporting alone does (shape computations folded): nothing removed
+        yield "rewritten, -0%", PrunePlan(fingerprint, CRITERION.name, ()), 0.0, 1
+    for kind in (KINDS if transformer else (None,)):
+        for fraction in fractions:
+            for round_to in (1,) if kind == "heads" else args.round_to:
+                label = (f"{kind} " if kind else "") + f"-{round(fraction * 100)}%" + (
+                    f" r{round_to}" if round_to > 1 else "")
+                chosen = only_kind(analysis, scores, kind) if kind else scores
+                plan = make_plan(analysis, CRITERION, chosen, Selection(fraction=fraction, round_to=round_to),
+                                 fingerprint=fingerprint)
+                yield label, plan, fraction, round_to
 
 
 def nchwc_convs(model: onnx.ModelProto) -> tuple[int, int]:
@@ -90,30 +126,37 @@ def nchwc_convs(model: onnx.ModelProto) -> tuple[int, int]:
     return sum(1 for n in convs if n.domain == "com.microsoft.nchwc"), len(convs)
 
 
+def input_size(name: str, args) -> int:
+    """Image side for convnets (--size); sequence length for the encoder (--seq); for a ViT with 16-pixel
+    patches, the largest image whose token count (patches + class token) is at most --seq."""
+    if name == "encoder":
+        return args.seq
+    if name.startswith("vit_"):
+        return 16 * int(np.floor(np.sqrt(args.seq - 1)))
+    return args.size
+
+
 def bench_model(name: str, args, results: dict) -> None:
-    path = _common.zoo_model(name, args.size, args.cache_dir)
+    size = input_size(name, args)
+    path = _common.zoo_model(name, size, args.cache_dir)
     model = onnx.load(str(path))
     analysis = analyse(ir.to_graph(model))
     fingerprint = structure_fingerprint(model)
     t0 = time.perf_counter()
-    scores = scores_for(model, analysis, fingerprint, args.scores, args.size, args.calib_samples)
+    scores = scores_for(model, analysis, fingerprint, args.scores, size, args.calib_samples)
     calib_s = time.perf_counter() - t0
     base_cost = metrics.cost(model)
 
     variants: list[tuple[str, onnx.ModelProto, dict]] = []
-    for fraction in args.fractions:
-        for round_to in args.round_to:
-            label = f"-{round(fraction * 100)}%" + (f" r{round_to}" if round_to > 1 else "")
-            selection = Selection(fraction=fraction, round_to=round_to)
-            plan = make_plan(analysis, CRITERION, scores, selection, fingerprint=fingerprint)
-            trimmed = apply_plan(model, plan)
-            c = metrics.cost(trimmed)
-            blocked, convs = nchwc_convs(trimmed)
-            variants.append((label, trimmed, {
-                "fraction": fraction, "round_to": round_to, "channels_removed": plan.removed,
-                "nchwc_convs": blocked, "convs": convs,
-                "params_ratio": c.params / base_cost.params, "macs_ratio": c.macs / base_cost.macs,
-                "params": c.params, "macs": c.macs}))
+    for label, plan, fraction, round_to in plans_for(analysis, scores, args, fingerprint):
+        trimmed = apply_plan(model, plan, analysis)
+        c = metrics.cost(trimmed)
+        blocked, convs = nchwc_convs(trimmed)
+        variants.append((label, trimmed, {
+            "fraction": fraction, "round_to": round_to, "channels_removed": plan.removed,
+            "nchwc_convs": blocked, "convs": convs,
+            "params_ratio": c.params / base_cost.params, "macs_ratio": c.macs / base_cost.macs,
+            "params": c.params, "macs": c.macs}))
     print(f"{name}: {len(variants)} trimmed variants built (calibration {calib_s:.1f} s); timing ...", flush=True)
 
     labels = ["original"] + [v[0] for v in variants]
@@ -133,7 +176,7 @@ def bench_model(name: str, args, results: dict) -> None:
     base_blocked, base_convs = nchwc_convs(model)
     rows = [["original", 0, f"{base_blocked}/{base_convs}", 1.0, 1.0, *[latency[b]["original"]["median_ms"] for b in sorted(latency)],
              *[1.0 for _ in latency], *[None for _ in latency]]]
-    entry = {"size": args.size, "nchwc_convs": base_blocked, "convs": base_convs, "params": base_cost.params, "macs": base_cost.macs, "calibration_s": calib_s,
+    entry = {"size": size, "nchwc_convs": base_blocked, "convs": base_convs, "params": base_cost.params, "macs": base_cost.macs, "calibration_s": calib_s,
              "original_latency": {str(b): latency[b]["original"] for b in latency}, "variants": {}}
     for label, _, info in variants:
         lat = {b: latency[b][label] for b in sorted(latency)}
@@ -148,7 +191,8 @@ def bench_model(name: str, args, results: dict) -> None:
     results[name] = entry
     batches = sorted(latency)
     print()
-    print(f"{name} at {args.size}x{args.size} (params {base_cost.params:,}, MACs/sample {base_cost.macs:,})")
+    shape = f"sequence {size}" if name == "encoder" else f"{size}x{size}"
+    print(f"{name} at {shape} (params {base_cost.params:,}, MACs/sample {base_cost.macs:,})")
     print(_common.table(["variant", "removed", "NCHWc convs", "params", "MACs", *[f"b{b} ms" for b in batches],
                          *[f"lat b{b}" for b in batches], *[f"lat/MACs b{b}" for b in batches]], rows))
     print()
@@ -157,7 +201,12 @@ def bench_model(name: str, args, results: dict) -> None:
 def main() -> int:
     p = _common.parser(__doc__.split("\n\n")[0])
     p.add_argument("--models", default=None, help=f"torchvision models (default {DEFAULT_MODELS}; resnet18 with --quick)")
-    p.add_argument("--fractions", default="0.3,0.5", help="shares of each group to remove (default 0.3,0.5)")
+    p.add_argument("--fractions", default=None,
+                   help="shares of each group to remove (default 0.3,0.5; transformers 0.25,0.5 of their heads "
+                        "and, separately, of their MLP units)")
+    p.add_argument("--seq", type=int, default=128,
+                   help="sequence length of the encoder; ViTs get the largest image with at most this many "
+                        "tokens (default 128: 176x176, 122 tokens)")
     p.add_argument("--round-to", default="1", help="kept-count multiples to compare, e.g. 1,8 (default 1)")
     p.add_argument("--size", type=int, default=None, help="input height and width (default 224; 64 with --quick)")
     p.add_argument("--scores", choices=("activation", "uniform"), default="activation")
@@ -170,7 +219,7 @@ def main() -> int:
     args = p.parse_args()
     args.models = args.models or ("resnet18" if args.quick else DEFAULT_MODELS)
     args.size = args.size or (64 if args.quick else 224)
-    args.fractions = [float(f) for f in _common.csv(args.fractions)]
+    args.fractions = [float(f) for f in _common.csv(args.fractions)] if args.fractions else None
     args.round_to = [int(r) for r in _common.csv(args.round_to)]
     args.batch_sizes = [int(b) for b in _common.csv(args.batch_sizes)]
     if not set(args.batch_sizes) <= {1, 8}:

@@ -136,7 +136,7 @@ def trim(config: TrimConfig, progress: Progress | None = None) -> TrimResult:
         trimmed, plan, analysis, recovery = recovered.model, recovered.plan, recovered.analysis, recovered.report
     else:
         assert plan is not None
-        trimmed = None if config.dry_run else stages.rewrite(model, plan, analysis)
+        trimmed = None if config.dry_run else stages.rewrite(model, plan, analysis, layernorm=config.layernorm)
     lap("rewrite")
 
     fidelity = None
@@ -177,7 +177,8 @@ def _selection_record(config: TrimConfig, criterion: Criterion) -> dict[str, Any
             "target_macs": selection.target_macs, "target_params": selection.target_params,
             "normalize": selection.normalize, "flops_reg": selection.flops_reg, "min_keep": selection.min_keep,
             "max_fraction_per_group": selection.max_fraction_per_group, "round_to": selection.round_to,
-            "nodes_to_exclude": sorted(config.nodes_to_exclude), "sparsity": config.sparsity}
+            "nodes_to_exclude": sorted(config.nodes_to_exclude), "sparsity": config.sparsity,
+            "layernorm": config.layernorm}
 
 
 def _check_failure(config: TrimConfig, fidelity: Fidelity | None) -> VerificationError | None:

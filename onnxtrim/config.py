@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .criteria import make_criterion
 from .criteria.base import Criterion
@@ -31,6 +31,8 @@ class TrimConfig:
     max_fraction_per_group: float | None = None
     round_to: int = 1
     nodes_to_exclude: tuple[str, ...] = ()
+    layernorm: Literal["exact", "plain"] = "exact"  # LayerNorm over removed channels: statistics over the
+    # original width (exact: removing zero channels changes nothing) or over the kept ones (plain)
     sparsity: float | None = None  # criterion "magnitude": share of every layer's weights set to zero
     alpha_conv: float = 0.9  # criterion "relief": share of a neuron's activity its kept connections carry
     alpha_fc: float = 0.95
@@ -104,6 +106,8 @@ class TrimConfig:
             raise ConfigError(f"--holdout must be within [0, 1), got {self.holdout}")
         if self.tolerance < 0:
             raise ConfigError("--tolerance must not be negative")
+        if self.layernorm not in ("exact", "plain"):
+            raise ConfigError(f"--layernorm must be exact or plain, got {self.layernorm!r}")
         self._check_recovery()
         criterion = self.make_criterion()
         self.selection(criterion)  # validates the selection options together
@@ -149,6 +153,9 @@ class TrimConfig:
             raise ConfigError("--schedule cubic needs --sparsity-final S")
         if self.schedule is not None and self.iterations > 1:
             raise ConfigError("--schedule prunes inside one fine-tuning run: drop --iterations")
+        if self.schedule is not None and self.layernorm == "plain":
+            raise ConfigError("--schedule trains with the removed channels masked, which is --layernorm exact: "
+                              "drop --layernorm plain")
         if self.recovering and (self.dry_run or self.shard is not None):
             raise ConfigError("fine-tuning writes a trained model: drop --dry-run/--shard")
         if self.recovering and self.plan is not None and (self.iterations > 1 or self.schedule):

@@ -9,6 +9,7 @@ intermediate shape and infers them again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import onnx
@@ -19,8 +20,12 @@ log = logging.getLogger(__name__)
 Dim = int | str | None
 
 
-def to_graph(model: onnx.ModelProto) -> gs.Graph:
+def to_graph(model: onnx.ModelProto, *, fold_shapes: bool = True) -> gs.Graph:
     """Import with fresh shape inference (stored shapes are ignored: they may be stale).
+
+    Integer values computed from `Shape` on static sizes (Reshape targets, pads, scales) are
+    folded into constants first (`shape_values.fold`), so that the analysis can rewrite the
+    channel counts they hold and shape inference sees through them.
 
     An initializer that is also a graph input is a default the caller may override, not a
     constant: graphsurgeon would fold it into a constant and drop the input, so it is
@@ -34,14 +39,48 @@ def to_graph(model: onnx.ModelProto) -> gs.Graph:
         stripped.graph.initializer.extend(t for t in model.graph.initializer if t.name not in overridable)
         model = stripped
     graph = gs.import_onnx(model)
-    fresh = {vi.name: vi for vi in _inferred_shapes(model, data_prop=True)}
+    _set_shapes(graph, model, _inferred_shapes(model, data_prop=True))
+    if fold_shapes:
+        from .shape_values import fold
+
+        folded: dict[tuple[int, int], np.ndarray] = {}
+        for _ in range(_FOLD_ROUNDS):  # each round's shapes can make more values known
+            more = fold(graph)
+            if not more:
+                break
+            folded.update(more)
+            renames, constants = _with_folds(graph, folded)
+            _set_shapes(graph, model, _inferred_shapes(model, data_prop=True, renames=renames, extra=constants))
+    return graph
+
+
+_FOLD_ROUNDS = 32  # a round per block where exporters chain shape computations (TorchScript ShuffleNet)
+
+
+def _set_shapes(graph: gs.Graph, model: onnx.ModelProto, inferred: list[onnx.ValueInfoProto]) -> None:
+    fresh = {vi.name: vi for vi in inferred}
     boundary = {t.name for t in model.graph.input} | {t.name for t in model.graph.output}
     for tensor in graph.tensors().values():
         if isinstance(tensor, gs.Variable) and tensor.name not in boundary:
             info = fresh.get(tensor.name)
             tensor.shape = None if info is None else _dims(info)
             tensor.dtype = None if info is None else _dtype(info)
-    return graph
+
+
+def _with_folds(graph: gs.Graph,
+                folded: dict[tuple[int, int], np.ndarray]) -> tuple[dict[tuple[int, int], str], list[onnx.TensorProto]]:
+    """The folded inputs as protobuf edits: (node, input) -> new name, and the new initializers.
+
+    graphsurgeon imports nodes in file order, so node k of the graph is node k of the protobuf.
+    """
+    renames: dict[tuple[int, int], str] = {}
+    added: dict[str, onnx.TensorProto] = {}
+    for (node_index, input_index), value in folded.items():
+        name = graph.nodes[node_index].inputs[input_index].name
+        renames[(node_index, input_index)] = name
+        if name not in added:
+            added[name] = onnx.numpy_helper.from_array(value, name)
+    return renames, list(added.values())
 
 
 def _dims(info: onnx.ValueInfoProto) -> list[int | str | None] | None:
@@ -149,12 +188,14 @@ def _export_with_weights_in_place(graph: gs.Graph) -> onnx.ModelProto:
 _SHAPE_DATA_LIMIT = 64
 
 
-def _inferred_shapes(model: onnx.ModelProto, *, data_prop: bool) -> list[onnx.ValueInfoProto]:
+def _inferred_shapes(model: onnx.ModelProto, *, data_prop: bool, renames: dict[tuple[int, int], str] | None = None,
+                     extra: Sequence[onnx.TensorProto] = ()) -> list[onnx.ValueInfoProto]:
     """Intermediate shapes of `model`, inferred on a copy without its weights.
 
     Shape inference serialises the whole model twice; weights only contribute their shapes,
     so large ones are declared as typed inputs instead. That makes inference cost
-    independent of the model's size in bytes.
+    independent of the model's size in bytes. `renames` and `extra` apply folded inputs
+    (node k's input i reads the new constant of that name) to the copy only.
     """
     skeleton = onnx.ModelProto()
     skeleton.ir_version = model.ir_version
@@ -162,6 +203,9 @@ def _inferred_shapes(model: onnx.ModelProto, *, data_prop: bool) -> list[onnx.Va
     skeleton.functions.extend(model.functions)
     graph = skeleton.graph
     graph.node.extend(model.graph.node)
+    for (node_index, input_index), name in (renames or {}).items():
+        graph.node[node_index].input[input_index] = name
+    graph.initializer.extend(extra)
     graph.input.extend(model.graph.input)
     graph.output.extend(model.graph.output)
     declared = {i.name for i in model.graph.input}
@@ -172,10 +216,34 @@ def _inferred_shapes(model: onnx.ModelProto, *, data_prop: bool) -> list[onnx.Va
             graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
     try:
         inferred = onnx.shape_inference.infer_shapes(skeleton, data_prop=data_prop)
+        for _ in range(_CONTRIB_ROUNDS):  # onnx has no schemas for onnxruntime's contrib ops
+            hints = _contrib_hints(skeleton, inferred.graph.value_info)
+            if not hints:
+                break
+            skeleton.graph.value_info.extend(hints)
+            inferred = onnx.shape_inference.infer_shapes(skeleton, data_prop=data_prop)
     except Exception as exc:  # noqa: BLE001 - inference is best-effort; rules then see unknown shapes
         log.debug("shape inference failed: %s", exc)
         return []
     return list(inferred.graph.value_info)
+
+
+# com.microsoft ops whose output has the shape and type of their first input (onnx cannot infer them)
+_SAME_SHAPE_CONTRIB = frozenset({"BiasGelu", "FastGelu", "Gelu", "QuickGelu"})
+_CONTRIB_ROUNDS = 8
+
+
+def _contrib_hints(skeleton: onnx.ModelProto, known: Sequence[onnx.ValueInfoProto]) -> list[onnx.ValueInfoProto]:
+    types = {vi.name: vi.type for vi in (*known, *skeleton.graph.input, *skeleton.graph.value_info)}
+    hints = []
+    for node in skeleton.graph.node:
+        if node.domain == "com.microsoft" and node.op_type in _SAME_SHAPE_CONTRIB and node.input[0] in types:
+            out = node.output[0]
+            if out not in types:
+                hint = onnx.ValueInfoProto(name=out)
+                hint.type.CopyFrom(types[node.input[0]])
+                hints.append(hint)
+    return hints
 
 
 def _overridable_names(model: onnx.ModelProto) -> set[str]:

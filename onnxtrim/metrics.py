@@ -52,4 +52,5 @@ def node_macs(node: gs.Node) -> int:
 
 
 def is_parameter(tensor: gs.Tensor) -> bool:
-    return isinstance(tensor, gs.Constant) and np.dtype(tensor.dtype).kind == "f"
+    """A float constant of rank 1 or more; a rank-0 scalar (an epsilon, a scale) is not a parameter."""
+    return isinstance(tensor, gs.Constant) and np.dtype(tensor.dtype).kind == "f" and len(tensor.shape) > 0

@@ -36,6 +36,7 @@ def group_rows(analysis: Analysis, plan: PrunePlan, scores: Scores | None) -> li
             "id": group.id,
             "members": list(group.members),
             "ops": sorted({space.op for space in group.spaces}),
+            "kind": group.kind,  # heads, head-dims, stream, or channels
             "size": group.size,
             "kept": kept,
             "removed": group.size - kept,

@@ -23,6 +23,7 @@ from . import ir, model_io
 from .analysis.cost import CostModel
 from .analysis.groups import Analysis
 from .analysis.groups import analyse as _analyse
+from .analysis.rule_context import AttentionMode
 from .calibration.collect import collect_stats
 from .calibration.feeds import Batch
 from .calibration.requests import GRADIENT_KINDS, StatRequest
@@ -31,15 +32,18 @@ from .criteria.base import Criterion, Scores
 from .errors import CalibrationError, ConfigError, DependencyError
 from .metrics import Cost
 from .passes.apply_plan import apply_plan
+from .passes.layer_norm import LayerNormMode
 from .passes.preamble import validated_keep
 from .plan import PrunePlan, structure_fingerprint
 from .policy import Selection, make_plan
 from .verify import Fidelity, compare
 
 
-def analyse(model: onnx.ModelProto) -> Analysis:
-    """Channel groups, the edits removing them needs, barriers, and the tensors consumers read."""
-    return _analyse(ir.to_graph(model))
+def analyse(model: onnx.ModelProto, *, attention: AttentionMode = "heads") -> Analysis:
+    """Channel groups, the edits removing them needs, barriers, and the tensors consumers read.
+
+    `attention="head-dims"` makes an attention's classes head dimensions instead of heads."""
+    return _analyse(ir.to_graph(model), attention=attention)
 
 
 Batches = Iterable[Batch] | Callable[[], Iterable[Batch]]
@@ -104,9 +108,13 @@ def decide(analysis: Analysis, criterion: Criterion, stats: ChannelStats | Score
     return plan
 
 
-def rewrite(model: onnx.ModelProto, plan: PrunePlan, analysis: Analysis | None = None) -> onnx.ModelProto:
-    """The trimmed model (masks applied, channels removed), checked by onnx's checker."""
-    trimmed = apply_plan(model, plan, analysis)
+def rewrite(model: onnx.ModelProto, plan: PrunePlan, analysis: Analysis | None = None, *,
+            layernorm: LayerNormMode = "exact") -> onnx.ModelProto:
+    """The trimmed model (masks applied, channels removed), checked by onnx's checker.
+
+    `layernorm`: "exact" keeps a trimmed LayerNorm's statistics over the original width
+    (removing zero channels changes nothing), "plain" normalises over the kept channels."""
+    trimmed = apply_plan(model, plan, analysis, layernorm=layernorm)
     model_io.check_model(trimmed)
     return trimmed
 

@@ -9,7 +9,8 @@ elements at every tensor that carries them in the original graph.
 from __future__ import annotations
 
 from .rule_context import Rule
-from .rules_index import concat, flatten, reshape, shape_op, slice_op, split, squeeze, transpose, unsqueeze
+from .rules_attention import attention
+from .rules_index import concat, flatten, gather, shape_op, slice_op, split, squeeze, transpose, unsqueeze
 from .rules_pointwise import (
     channel_first,
     dropout,
@@ -23,6 +24,7 @@ from .rules_pointwise import (
     unary,
 )
 from .rules_produce import conv, gemm, matmul
+from .rules_reshape import reshape
 
 UNARY_OPS = (
     "Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu",
@@ -56,6 +58,8 @@ RULES: dict[str, Rule] = {
     "Split": split,
     "Slice": slice_op,
     "Dropout": dropout,
+    "Gather": gather,
+    "Attention": attention,
     **{op: unary for op in UNARY_OPS},
     **{op: elementwise for op in ELEMENTWISE_OPS},
     **{op: pool for op in POOL_OPS},

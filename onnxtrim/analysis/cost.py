@@ -3,9 +3,10 @@
 Budgets (`--target-macs`), FLOPs regularisation (Molchanov et al.) and a dry run's projected
 cost need the parameters and MACs of a model that does not exist yet. Every count onnxtrim
 reports (`metrics`) is a product of dimensions: a constant's size is the product of its dims,
-and a Conv/Gemm/MatMul's MACs are its output size times its weight's reduced dims. Removing
-channels shrinks some of those dims, so the new totals follow from the kept share of each cut
-axis. A constant shared by several nodes and cut differently for each becomes one copy per
+and a Conv/Gemm/MatMul's MACs are its output size times its weight's reduced dims (or, for a
+MatMul of two activations such as attention's, times the shared axis). Removing channels
+shrinks some of those dims, so the new totals follow from the kept share of each cut axis (for
+attention MatMuls, of the heads or head dims their `ScaledMacs` record names). A constant shared by several nodes and cut differently for each becomes one copy per
 distinct cut, as the rewrite makes them; its original stays while some use is not cut.
 """
 
@@ -20,7 +21,7 @@ import numpy as np
 from .. import ir
 from ..metrics import Cost, graph_cost, is_parameter, node_macs
 from .groups import Analysis
-from .rule_context import ParamSlice
+from .rule_context import ParamSlice, ScaledMacs
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class CostModel:
         reads: Counter[int] = Counter(id(ir.constant_behind(t)) for n in nodes if n.op != "Identity" for t in n.inputs)
         self._constants: dict[int, tuple[tuple[int, ...], int]] = {}  # id -> (shape, node inputs reading it)
         self._uses: list[_Use] = []
+        # MatMuls of two activations (attention scores and context) scale with the kept heads or head dims
+        self._scaled = [(node_macs(nodes[e.node]), e.elems) for e in analysis.edits if isinstance(e, ScaledMacs)]
         for (node_index, input_index), node_cuts in sorted(cuts.items(), key=lambda kv: kv[0]):
             node = nodes[node_index]
             constant = ir.constant_behind(node.inputs[input_index])
@@ -72,6 +75,9 @@ class CostModel:
             macs -= use.macs - round(use.macs * prod(dims) / max(prod(shape), 1))
             copies[use.constant][b"|".join(signature)] = prod(dims)
             copied[use.constant] += 1
+        for count, elems in self._scaled:
+            n_kept = len(self.analysis.surviving(elems, removed))
+            macs -= count - round(count * n_kept / max(len(elems), 1))
         params = self.base.params
         for constant, sizes in copies.items():
             shape, reads = self._constants[constant]
@@ -92,4 +98,8 @@ class CostModel:
                 if here.any():
                     np.add.at(params, classes[here], total / len(elems))
                     np.add.at(macs, classes[here], use.macs / len(elems))
+        for count, elems in self._scaled:
+            groups, classes = self.analysis.classes_of(elems)
+            here = groups == group_id
+            np.add.at(macs, classes[here], count / max(len(elems), 1))
         return params, macs

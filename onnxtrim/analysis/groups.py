@@ -16,13 +16,15 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .. import ir
+from ..shape_values import ShapeValues
 from .channel_rules import RULES
 from .elements import ElementTable
-from .rule_context import ROLES, Barrier, Edit, ParamSlice, RuleContext, Tracked
+from .rule_context import ROLES, AttentionMode, Barrier, Edit, ParamSlice, RuleContext, Tracked
+from .rules_fused import rule_for
 
 log = logging.getLogger(__name__)
 
-PRODUCER_OPS = frozenset({"Conv", "Gemm", "MatMul"})
+PRODUCER_OPS = frozenset({"Conv", "Gemm", "MatMul", "Gather"})  # Gather: embedding tables
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class ChannelGroup:
     spaces: tuple[Space, ...]
     roots: np.ndarray  # class index -> representative element
     blocked: dict[int, str]  # class index -> why it cannot be removed
+    kind: str = "channels"  # "heads", "head-dims" (attention), "stream" (through a LayerNorm), "channels"
 
     @property
     def size(self) -> int:
@@ -158,8 +161,17 @@ class Analysis:
         return out
 
 
-def analyse(graph: gs.Graph) -> Analysis:
-    """Find channel groups, the parameter edits removing them needs, and what to observe."""
+def analyse(graph: gs.Graph, *, attention: AttentionMode = "heads") -> Analysis:
+    """Find channel groups, the parameter edits removing them needs, and what to observe.
+
+    `attention` chooses what a class of an attention's Q/K/V channels is (see `rules_reshape`):
+    "heads" (a head: its Q, K and V slices and the output projection's rows), or "head-dims"
+    (one dimension of every head's Q and K, or of every head's V, so heads stay equal in size).
+    Nodes that no graph output depends on (shape computations that `shape_values` folded) are
+    not analysed.
+    """
+    if attention not in ("heads", "head-dims"):
+        raise ValueError(f"attention must be 'heads' or 'head-dims', got {attention!r}")
     ir.toposort(graph)
     table = ElementTable()
     tracked: dict[str, Tracked] = {}
@@ -169,15 +181,19 @@ def analyse(graph: gs.Graph) -> Analysis:
     consumed: list[tuple[str, Tracked]] = []
     nonempty: list[tuple[np.ndarray, str]] = []
     barriers: list[BarrierRecord] = []
+    kinds: list[tuple[np.ndarray, str]] = []
     graph_outputs = frozenset(t.name for t in graph.outputs)
     opset = ir.default_opset(graph)
+    values = ShapeValues(graph, lazy=True)
+    positions = {id(node): index for index, node in enumerate(graph.nodes)}
+    live = _live_nodes(graph)
 
     for index, node in enumerate(graph.nodes):
         has_tracked = any(t.name in tracked for t in node.inputs)
-        if not has_tracked and node.op not in PRODUCER_OPS:
+        if (not has_tracked and node.op not in PRODUCER_OPS) or id(node) not in live:
             continue
-        ctx = RuleContext(node, index, tracked, table, opset, graph_outputs)
-        rule = RULES.get(node.op) if node.domain in (None, "", "ai.onnx") else None
+        ctx = RuleContext(node, index, tracked, table, opset, graph_outputs, values, positions, attention)
+        rule = rule_for(node.domain, node.op, RULES)
         try:
             if rule is None:
                 raise Barrier(f"op '{node.op}' at node '{ctx.name}' has no channel rule")
@@ -193,6 +209,7 @@ def analyse(graph: gs.Graph) -> Analysis:
         for a, b in ctx.couples:
             table.union(a, b)
         edits.extend(ctx.edits)
+        kinds.extend(ctx.kinds)
         consumed.extend(ctx.consumed)
         nonempty.extend(ctx.nonempty)
         for new in ctx.spaces:
@@ -212,10 +229,25 @@ def analyse(graph: gs.Graph) -> Analysis:
 
     table.freeze()
     groups, class_group, class_index = _build_groups(table, spaces)
+    for elems, kind in kinds:  # a group is named by the first kind recorded for any of its channels
+        for gid in np.unique(class_group[table.roots(elems)]).tolist():
+            if gid >= 0 and groups[gid].kind == "channels":
+                groups[gid].kind = kind
     read = list({name: Observation(name, t.axis, t.elems) for name, t in consumed}.values())
     log.debug("analysis: %d groups, %d edits, %d consumed tensors, %d barriers",
               len(groups), len(edits), len(read), len(barriers))
     return Analysis(graph, table, groups, edits, read, tracked, barriers, nonempty, class_group, class_index)
+
+
+def _live_nodes(graph: gs.Graph) -> set[int]:
+    """Nodes that a graph output, or a tensor read inside a control-flow subgraph, depends on (by id):
+    one pass backwards over the topologically sorted nodes."""
+    needed = {t.name for t in graph.outputs} | ir.outer_names_used_by_subgraphs(graph)
+    live: set[int] = set()
+    for node in reversed(graph.nodes):
+        if any(t.name in needed or any(id(c) in live for c in t.outputs) for t in node.outputs):
+            live.add(id(node))
+    return live
 
 
 def _build_groups(table: ElementTable,

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from .. import ir
+from ..shape_values import ShapeValues
 from .elements import ElementTable
 
 
@@ -23,10 +25,19 @@ class Barrier(Exception):
 
 @dataclass(frozen=True)
 class Tracked:
-    """A tensor carrying channel elements along one axis (`elems[i]` is at position i)."""
+    """A tensor carrying channel elements along one axis (`elems[i]` is at position i).
+
+    A tensor carries channels along one axis only. Where a Reshape splits a channel axis into
+    several (attention heads × head size, a channel shuffle's groups), the elements along all
+    but one of the new axes are united (see `rules_reshape`), so whatever a plan removes, every
+    tensor stays rectangular. `tiled` marks an axis that also holds a runtime-sized outer
+    factor (the batch × heads axis of torch's MultiheadAttention): position p holds
+    `elems[p % len(elems)]`.
+    """
 
     axis: int
     elems: np.ndarray
+    tiled: bool = False
 
 
 ROLES = ("producer", "bias", "consumer", "param")
@@ -82,7 +93,40 @@ class SliceEdit:
     inside: np.ndarray  # elements the slice keeps
 
 
-Edit = ParamSlice | CountEdit | SplitEdit | SliceEdit
+@dataclass(frozen=True)
+class NormEdit:
+    """A LayerNormalization over the channel axis: its statistics span `width` values (the
+    product of the normalised dimensions) of which `elems` are the channel positions. The
+    rewrite keeps the statistics over the original width (exact) or over the kept channels
+    (plain), see `passes.layer_norm`."""
+
+    node: int
+    elems: np.ndarray
+    width: int
+
+
+@dataclass(frozen=True)
+class ScaledMacs:
+    """A node whose multiply-accumulates scale with the surviving share of `elems` (a MatMul
+    of two activations: attention scores and context). Nothing to rewrite; the cost model
+    reads it."""
+
+    node: int
+    elems: np.ndarray
+
+
+@dataclass(frozen=True)
+class AttrEdit:
+    """Set a float attribute to `value` once any of `elems` is removed (the ONNX Attention
+    op's default scale is computed from the head size, which removing head dims changes)."""
+
+    node: int
+    elems: np.ndarray
+    attr: str
+    value: float
+
+
+Edit = ParamSlice | CountEdit | SplitEdit | SliceEdit | NormEdit | ScaledMacs | AttrEdit
 
 
 @dataclass
@@ -93,6 +137,9 @@ class NewSpace:
     blocked: str | None = None
 
 
+AttentionMode = Literal["heads", "head-dims"]
+
+
 @dataclass
 class RuleContext:
     node: gs.Node
@@ -101,6 +148,9 @@ class RuleContext:
     table: ElementTable
     opset: int
     graph_outputs: frozenset[str]
+    values: ShapeValues | None = None  # known and partial values of shape tensors
+    node_index: dict[int, int] = field(default_factory=dict)  # id(node) -> position in graph.nodes
+    attention: AttentionMode = "heads"
     outputs: dict[int, Tracked] = field(default_factory=dict)
     couples: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     edits: list[Edit] = field(default_factory=list)
@@ -108,6 +158,7 @@ class RuleContext:
     blocks: list[tuple[np.ndarray, str]] = field(default_factory=list)
     nonempty: list[tuple[np.ndarray, str]] = field(default_factory=list)
     consumed: list[tuple[str, Tracked]] = field(default_factory=list)
+    kinds: list[tuple[np.ndarray, str]] = field(default_factory=list)
 
     # ---- reading the node -------------------------------------------------------------
     @property
@@ -156,15 +207,22 @@ class RuleContext:
     def tracked_inputs(self) -> list[int]:
         return [i for i in range(len(self.node.inputs)) if self.tracked(i) is not None]
 
-    def only_data_tracked(self, data_inputs: tuple[int, ...] = (0,)) -> Tracked:
-        """The tracked data input, refusing nodes where a non-data input carries channels."""
+    def untiled(self, tracked: Tracked) -> Tracked:
+        """`tracked`, refusing an axis that also holds a runtime-sized factor (see Tracked)."""
+        if tracked.tiled:
+            raise Barrier(f"{self.node.op} node '{self.name}' reads channels interleaved with a runtime-sized axis")
+        return tracked
+
+    def only_data_tracked(self, data_inputs: tuple[int, ...] = (0,), *, tiled_ok: bool = False) -> Tracked:
+        """The tracked data input, refusing nodes where a non-data input carries channels (and,
+        unless the rule handles them, channel axes interleaved with a runtime-sized factor)."""
         for i in self.tracked_inputs():
             if i not in data_inputs:
                 raise Barrier(f"input {i} of {self.node.op} node '{self.name}' carries channels")
         tracked = self.tracked(data_inputs[0])
         if tracked is None:
             raise Barrier(f"{self.node.op} node '{self.name}': channels reach an unsupported input")
-        return tracked
+        return tracked if tiled_ok else self.untiled(tracked)
 
     def used_outputs(self) -> list[int]:
         return [i for i, t in enumerate(self.node.outputs) if t.outputs or t.name in self.graph_outputs]
@@ -185,8 +243,25 @@ class RuleContext:
         self.edits.append(ParamSlice(self.index, input_index, axis, elems, role))
 
     def count_edit(self, elems: np.ndarray, *, input_index: int | None = None, position: int | None = None,
-                   attr: str | None = None) -> None:
-        self.edits.append(CountEdit(self.index, elems, input_index, position, attr))
+                   attr: str | None = None, node: int | None = None) -> None:
+        self.edits.append(CountEdit(self.index if node is None else node, elems, input_index, position, attr))
+
+    def index_of(self, node: gs.Node) -> int:
+        return self.node_index[id(node)]
+
+    def entries(self, i: int) -> tuple[int | str | None, ...] | None:
+        """What is known of a 1-D integer input entry by entry (see `shape_values`)."""
+        tensor = self.input(i)
+        if tensor is None:
+            return None
+        if self.values is not None:
+            return self.values.entries(tensor)
+        value = ir.const_value(tensor)
+        return None if value is None or value.ndim != 1 else tuple(int(v) for v in value)
+
+    def kind(self, elems: np.ndarray, kind: str) -> None:
+        """Name what these channels are ("heads", "head-dims", "stream"), for reports and selection."""
+        self.kinds.append((elems, kind))
 
     def require_survivor(self, elems: np.ndarray, reason: str) -> None:
         """At least one of `elems` must survive (an output that may not become empty)."""
@@ -212,6 +287,7 @@ class RuleContext:
         tracked = self.tracked(i)
         tensor = self.input(i)
         assert tracked is not None and tensor is not None
+        self.untiled(tracked)
         self.consumed.append((tensor.name, tracked))
         self.slice_param(weight_input, weight_axis, tracked.elems, role="consumer")
 

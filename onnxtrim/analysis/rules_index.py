@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from math import prod
 
 import numpy as np
 
 from .. import ir
+from .constant_source import slice_source
 from .rule_context import Barrier, RuleContext, SliceEdit, SplitEdit, Tracked
 from .rule_helpers import axes_of, normalise_axis, static_suffix
 
@@ -26,54 +28,18 @@ def flatten(ctx: RuleContext) -> None:
     ctx.set_output(0, Tracked(1, np.tile(np.repeat(x.elems, inner), outer)))
 
 
-def reshape(ctx: RuleContext) -> None:
-    """Reshape that keeps each channel's block of values contiguous on one output axis.
-
-    With input dims d and channel axis a, the block d[a:] becomes out[b:] when their
-    products agree; then each channel covers `inner / prod(out[b+1:])` positions of axis b.
-    A constant shape entry for axis b is rewritten to the surviving count. Reshapes that
-    split a channel across axes (attention head splits) are barriers.
-    """
-    x = ctx.only_data_tracked()
-    shape_spec = ctx.const(1)
-    if shape_spec is None:
-        raise Barrier(f"Reshape node '{ctx.name}' has a computed target shape")
-    dims = static_suffix(ctx, 0, x.axis)
-    block = prod(dims)
-    inner = prod(dims[1:])
-    out = ctx.out_shape(0)
-    if out is None:
-        raise Barrier(f"Reshape node '{ctx.name}': output shape unknown")
-    for b in range(len(out) - 1, -1, -1):
-        suffix = out[b:]
-        if not all(isinstance(d, int) for d in suffix) or prod(suffix) != block:  # type: ignore[arg-type]
-            continue
-        inner_out = prod(suffix[1:])  # type: ignore[arg-type]
-        if inner % inner_out != 0 or out[b] <= 1:
-            continue
-        elems = np.repeat(x.elems, inner // inner_out)
-        spec = shape_spec.reshape(-1)
-        if int(spec[b]) > 0:
-            ctx.count_edit(elems, input_index=1, position=b)
-        elif int(spec[b]) == 0 and (ctx.attr("allowzero", 0) or b != x.axis or inner_out != inner):
-            raise Barrier(f"Reshape node '{ctx.name}' copies a dimension that changes meaning")
-        ctx.set_output(0, Tracked(b, elems))
-        return
-    raise Barrier(f"Reshape node '{ctx.name}' splits or mixes channels across axes")
-
-
 def transpose(ctx: RuleContext) -> None:
-    x = ctx.only_data_tracked()
+    x = ctx.only_data_tracked(tiled_ok=True)
     rank = ctx.rank(0)
     perm = ctx.attr("perm")
     if rank is None:
         raise Barrier(f"Transpose node '{ctx.name}': input rank unknown")
     perm = list(range(rank))[::-1] if perm is None else [int(p) for p in perm]
-    ctx.set_output(0, Tracked(perm.index(x.axis), x.elems))
+    ctx.set_output(0, Tracked(perm.index(x.axis), x.elems, x.tiled))
 
 
 def squeeze(ctx: RuleContext) -> None:
-    x = ctx.only_data_tracked()
+    x = ctx.only_data_tracked(tiled_ok=True)
     rank = ctx.rank(0)
     if rank is None:
         raise Barrier(f"Squeeze node '{ctx.name}': input rank unknown")
@@ -85,11 +51,11 @@ def squeeze(ctx: RuleContext) -> None:
         axes = [i for i, d in enumerate(shape) if d == 1]
     if x.axis in axes:
         raise Barrier(f"Squeeze node '{ctx.name}' removes the channel axis")
-    ctx.set_output(0, Tracked(x.axis - sum(a < x.axis for a in axes), x.elems))
+    ctx.set_output(0, replace(x, axis=x.axis - sum(a < x.axis for a in axes)))
 
 
 def unsqueeze(ctx: RuleContext) -> None:
-    x = ctx.only_data_tracked()
+    x = ctx.only_data_tracked(tiled_ok=True)
     rank = ctx.rank(0)
     if rank is None:
         raise Barrier(f"Unsqueeze node '{ctx.name}': input rank unknown")
@@ -103,7 +69,7 @@ def unsqueeze(ctx: RuleContext) -> None:
     for a in axes:
         if a <= position:
             position += 1
-    ctx.set_output(0, Tracked(position, x.elems))
+    ctx.set_output(0, replace(x, axis=position))
 
 
 def concat(ctx: RuleContext) -> None:
@@ -115,21 +81,24 @@ def concat(ctx: RuleContext) -> None:
     if rank is None:
         raise Barrier(f"Concat node '{ctx.name}': input rank unknown")
     axis = normalise_axis(int(ctx.attr("axis")), rank)
-    tracked = {i: ctx.tracked(i) for i in ctx.tracked_inputs()}
+    tracked: dict[int, Tracked] = {i: t for i in ctx.tracked_inputs() if (t := ctx.tracked(i)) is not None}
     if any(t.axis != next(iter(tracked.values())).axis for t in tracked.values()):
         raise Barrier(f"Concat node '{ctx.name}' joins inputs with channels on different axes")
     channel_axis = next(iter(tracked.values())).axis
     if axis != channel_axis:
-        if len(tracked) != ctx.n_inputs():
-            raise Barrier(f"Concat node '{ctx.name}' joins channel-carrying and plain inputs")
         first = next(iter(tracked.values()))
+        for i in range(ctx.n_inputs()):  # a class token, say: a constant broadcast to the batch
+            if i not in tracked and (first.tiled or not slice_source(ctx, i, channel_axis, first.elems)):
+                raise Barrier(f"Concat node '{ctx.name}' joins channel-carrying and plain inputs")
         for t in tracked.values():
-            if len(t.elems) != len(first.elems):
+            if len(t.elems) != len(first.elems) or t.tiled != first.tiled:
                 raise Barrier(f"Concat node '{ctx.name}' joins different channel counts")
             if t is not first:
                 ctx.couple(first.elems, t.elems)
         ctx.set_output(0, first)
         return
+    if any(t.tiled for t in tracked.values()):
+        raise Barrier(f"Concat node '{ctx.name}' joins channels interleaved with a runtime-sized axis")
     parts = []
     for i in range(ctx.n_inputs()):
         if i in tracked:
@@ -218,3 +187,32 @@ def shape_op(ctx: RuleContext) -> None:
         index = ir.const_value(consumer.inputs[1]) if consumer.op == "Gather" and len(consumer.inputs) > 1 else None
         if index is None or position in (index.reshape(-1) % (end - start)).tolist():
             raise Barrier(f"Shape node '{ctx.name}' exposes the channel count to node '{consumer.name}'")
+
+
+def gather(ctx: RuleContext) -> None:
+    """Gather: from a constant table with runtime indices (an embedding), a producer of the
+    table's columns; from channel-carrying data along another axis (a token, a Q/K/V part),
+    the channels pass to their new position. Gathering along the channel axis, or with
+    channel-carrying indices, is a barrier."""
+    if ctx.tracked(1) is not None:
+        raise Barrier(f"Gather node '{ctx.name}': channels reach its indices")
+    data = ctx.tracked(0)
+    table = ctx.const_shape(0)
+    index_rank = ctx.rank(1)
+    if data is None:
+        if table is None or len(table) != 2 or int(ctx.attr("axis", 0)) != 0 or ctx.const_shape(1) is not None:
+            return  # not an embedding: nothing to do with channels
+        value = ctx.input(0)
+        if value is None or value.dtype is None or np.dtype(value.dtype).kind != "f" or index_rank is None:
+            return
+        out = ctx.new_space(int(table[1]))
+        ctx.slice_param(0, 1, out, role="producer")
+        ctx.set_output(0, Tracked(index_rank, out))
+        return
+    rank = ctx.rank(0)
+    if rank is None or index_rank is None:
+        raise Barrier(f"Gather node '{ctx.name}': rank unknown")
+    axis = normalise_axis(int(ctx.attr("axis", 0)), rank)
+    if axis == data.axis:
+        raise Barrier(f"Gather node '{ctx.name}' gathers along the channel axis")
+    ctx.set_output(0, replace(data, axis=data.axis if data.axis < axis else data.axis - 1 + index_rank))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from math import prod
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from .. import ir
-from .rule_context import Barrier, Rule, RuleContext, Tracked
-from .rule_helpers import axes_of, normalise_axis
+from .constant_source import slice_source
+from .rule_context import Barrier, NormEdit, Rule, RuleContext, Tracked
+from .rule_helpers import axes_of, normalise_axis, static_suffix
 
 
 def elementwise(ctx: RuleContext) -> None:
@@ -19,14 +23,14 @@ def elementwise(ctx: RuleContext) -> None:
     if None in ranks:
         raise Barrier(f"{ctx.node.op} node '{ctx.name}': an input has unknown rank")
     out_rank = max(ranks) if out_shape is None else len(out_shape)
-    tracked = {i: ctx.tracked(i) for i in ctx.tracked_inputs()}
+    tracked: dict[int, Tracked] = {i: t for i in ctx.tracked_inputs() if (t := ctx.tracked(i)) is not None}
     out_axes = {t.axis + out_rank - ranks[i] for i, t in tracked.items()}
     if len(out_axes) != 1:
         raise Barrier(f"{ctx.node.op} node '{ctx.name}' combines channels on different axes")
     out_axis = out_axes.pop()
     first = next(iter(tracked.values()))
     for t in tracked.values():
-        if len(t.elems) != len(first.elems):
+        if len(t.elems) != len(first.elems) or t.tiled != first.tiled:
             raise Barrier(f"{ctx.node.op} node '{ctx.name}' broadcasts a channel axis")
     slices = []
     for i in range(ctx.n_inputs()):
@@ -43,16 +47,18 @@ def elementwise(ctx: RuleContext) -> None:
             size = shape[axis] if shape is not None else None
         if size == 1:
             continue
-        if const is None or size != len(first.elems):
+        if const is not None and size == len(first.elems) and not first.tiled:
+            slices.append((i, axis))
+        elif first.tiled or (isinstance(size, int) and size != len(first.elems)) or not slice_source(
+                ctx, i, axis, first.elems):  # a derived constant: its chain is checked, whatever the inferred size
             raise Barrier(f"{ctx.node.op} node '{ctx.name}' combines channels with {_origin(ctx.input(i))}, "
                           "which carries no removable channels")
-        slices.append((i, axis))
     for t in tracked.values():
         if t is not first:
             ctx.couple(first.elems, t.elems)
     for i, axis in slices:
         ctx.slice_param(i, axis, first.elems)
-    ctx.set_output(0, Tracked(out_axis, first.elems))
+    ctx.set_output(0, Tracked(out_axis, first.elems, first.tiled))
 
 
 def _origin(tensor) -> str:
@@ -68,7 +74,7 @@ def _origin(tensor) -> str:
 def unary(ctx: RuleContext) -> None:
     """Per-element ops: the channel passes through unchanged. Extra inputs must be scalars."""
     ctx.require_single_output()
-    x = ctx.only_data_tracked()
+    x = ctx.only_data_tracked(tiled_ok=True)
     for i in range(1, ctx.n_inputs()):
         if ctx.input(i) is not None and ctx.rank(i) != 0:
             raise Barrier(f"{ctx.node.op} node '{ctx.name}' has a non-scalar parameter input {i}")
@@ -141,18 +147,40 @@ def resize(ctx: RuleContext) -> None:
 
 
 def layer_norm(ctx: RuleContext) -> None:
-    """LayerNormalization normalises over the trailing axes from `axis` on: a channel among
-    them changes the mean and variance of the others when removed, so that is a barrier."""
+    """LayerNormalization: over trailing axes before the channel axis it treats channels alike;
+    over the channel axis (a transformer's residual stream, ConvNeXt's channels-last norm) its
+    mean and variance span every channel, so removing one changes the others' outputs unless
+    the statistics still count it. The scale and bias are sliced with the channels, and a
+    `NormEdit` lets the rewrite keep the statistics over the original width (exact: what the
+    original computes with the removed channels zeroed) or take them over the kept channels
+    (plain), see `passes.layer_norm`.
+    """
     ctx.require_single_output()
     x = ctx.only_data_tracked()
     rank = ctx.rank(0)
-    if rank is None or x.axis >= normalise_axis(int(ctx.attr("axis", -1)), rank):
-        raise Barrier(f"LayerNormalization '{ctx.name}' normalises over the channel axis")
+    if rank is None:
+        raise Barrier(f"LayerNormalization '{ctx.name}': input rank unknown")
+    first = normalise_axis(int(ctx.attr("axis", -1)), rank)
+    if x.axis < first:
+        ctx.set_output(0, x)
+        return
+    dims = static_suffix(ctx, 0, first)
+    for i in (1, 2):
+        if ctx.input(i) is None:
+            continue
+        shape = ctx.const_shape(i)
+        if shape is None:
+            raise Barrier(f"LayerNormalization '{ctx.name}' has a non-constant input {i}")
+        axis = x.axis - (rank - len(shape))
+        if axis >= 0 and shape[axis] != 1:
+            ctx.slice_param(i, axis, x.elems)
+    ctx.edit(NormEdit(ctx.index, x.elems, prod(dims)))
+    ctx.kind(x.elems, "stream")
     ctx.set_output(0, x)
 
 
 def softmax(ctx: RuleContext) -> None:
-    x = ctx.only_data_tracked()
+    x = ctx.only_data_tracked(tiled_ok=True)
     rank = ctx.rank(0)
     default = -1 if ctx.opset >= 13 else 1
     axis = normalise_axis(int(ctx.attr("axis", default)), rank or 0)
@@ -164,7 +192,7 @@ def softmax(ctx: RuleContext) -> None:
 def reduce(ctx: RuleContext) -> None:
     """Reductions over axes other than the channel axis keep channels independent."""
     ctx.require_single_output()
-    x = ctx.only_data_tracked()
+    x = ctx.only_data_tracked(tiled_ok=True)
     rank = ctx.rank(0)
     if rank is None:
         raise Barrier(f"{ctx.node.op} node '{ctx.name}': input rank unknown")
@@ -177,10 +205,10 @@ def reduce(ctx: RuleContext) -> None:
     if x.axis in axes:
         raise Barrier(f"{ctx.node.op} node '{ctx.name}' reduces over the channel axis")
     keep = int(ctx.attr("keepdims", 1))
-    ctx.set_output(0, Tracked(x.axis if keep else x.axis - sum(a < x.axis for a in axes), x.elems))
+    ctx.set_output(0, replace(x, axis=x.axis if keep else x.axis - sum(a < x.axis for a in axes)))
 
 
 def dropout(ctx: RuleContext) -> None:
     ctx.require_single_output()
-    x = ctx.only_data_tracked()
+    x = ctx.only_data_tracked(tiled_ok=True)
     ctx.set_output(0, x)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .rule_context import Barrier, RuleContext, Tracked
+from .rules_attention import matmul_of_activations
 
 
 def conv(ctx: RuleContext) -> None:
@@ -81,7 +82,7 @@ def matmul(ctx: RuleContext) -> None:
     b = ctx.const_shape(1)
     if ctx.tracked(1) is not None or b is None:
         if ctx.tracked_inputs():
-            raise Barrier(f"MatMul node '{ctx.name}' multiplies two activations (attention-like)")
+            matmul_of_activations(ctx)
         return
     if len(b) < 2:
         raise Barrier(f"MatMul node '{ctx.name}' has a 1-D right operand")

@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--round-to", type=int, default=1, metavar="N",
                       help="keep channel counts multiples of N (removes fewer; onnxruntime's CPU kernels work on "
                            "blocks of 8 channels, 16 on AVX-512 CPUs, and tensor cores like multiples of 8)")
+    what.add_argument("--layernorm", choices=("exact", "plain"), default="exact",
+                      help="a LayerNormalization over removed channels (a transformer's residual stream): exact "
+                           "keeps its statistics over the original width, so removing zero channels changes no "
+                           "output (default); plain normalises over the kept channels (approximate, for "
+                           "fine-tuning afterwards)")
     what.add_argument("--nodes-to-exclude", default="", metavar="A,B",
                       help="comma-separated producer node names whose channel groups are left alone")
     data = p.add_argument_group("calibration")
@@ -198,7 +203,7 @@ def config_from_args(args: argparse.Namespace) -> TrimConfig:
         iterations=args.iterations, schedule=args.schedule, sparsity_final=args.sparsity_final,
         sparsity_initial=args.sparsity_initial, prune_every=args.prune_every, prune_start=args.prune_start,
         prune_end=args.prune_end,
-        min_keep=args.min_keep, round_to=args.round_to, nodes_to_exclude=excluded,
+        min_keep=args.min_keep, round_to=args.round_to, nodes_to_exclude=excluded, layernorm=args.layernorm,
         max_samples=args.max_samples, batch_size=args.batch_size, holdout=args.holdout,
         providers=tuple(p for p in args.providers.split(",") if p), save_stats=args.save_stats,
         load_stats=args.load_stats, labels=args.labels, verify=not args.no_verify, check=args.check,

@@ -23,27 +23,42 @@ import onnx_graphsurgeon as gs
 
 from .. import ir
 from ..analysis.groups import Analysis
-from ..analysis.rule_context import CountEdit, ParamSlice, SliceEdit, SplitEdit
+from ..analysis.rule_context import (
+    AttrEdit,
+    CountEdit,
+    NormEdit,
+    ParamSlice,
+    ScaledMacs,
+    SliceEdit,
+    SplitEdit,
+)
 from ..errors import PassError
 from ..plan import PrunePlan
+from ..shape_values import literal_entry, rewrite_literal
 from .apply_masks import mask_weights
+from .layer_norm import LAYERNORM_MODES, LayerNormMode, replace_layer_norm
 from .preamble import NameSource, analysed_for
 
 log = logging.getLogger(__name__)
 
 
-def apply_plan(model: onnx.ModelProto, plan: PrunePlan, analysis: Analysis | None = None) -> onnx.ModelProto:
+def apply_plan(model: onnx.ModelProto, plan: PrunePlan, analysis: Analysis | None = None, *,
+               layernorm: LayerNormMode = "exact") -> onnx.ModelProto:
     """Return a new model without the channels `plan` removes; `model` is not modified.
 
     `analysis`, if given, must be `analyse(ir.to_graph(model))`: passing the one the plan was
     made from saves analysing the model twice. It is checked against the model, not trusted.
+    `layernorm` chooses how a LayerNormalization over removed channels is rewritten
+    (`passes.layer_norm`: "exact" keeps its statistics over the original width).
     """
+    if layernorm not in LAYERNORM_MODES:
+        raise PassError(f"apply_plan: layernorm must be one of {', '.join(LAYERNORM_MODES)}, got {layernorm!r}")
     graph, analysis, removed = analysed_for(model, plan, analysis)
     names = NameSource(graph)
     if plan.masks:
         mask_weights(graph, plan.masks, names.fresh)
     if removed.any():
-        rewrite(graph, analysis, removed, names)
+        rewrite(graph, analysis, removed, names, layernorm=layernorm)
     names.restore_original_names(graph)
     trimmed = ir.to_model(graph, model)
     # graphsurgeon's graph is a web of cycles (tensors <-> nodes) holding the sliced weights, as large as
@@ -54,12 +69,25 @@ def apply_plan(model: onnx.ModelProto, plan: PrunePlan, analysis: Analysis | Non
     return trimmed
 
 
-def rewrite(graph: gs.Graph, analysis: Analysis, removed: np.ndarray, names: NameSource) -> None:
+def rewrite(graph: gs.Graph, analysis: Analysis, removed: np.ndarray, names: NameSource, *,
+            layernorm: LayerNormMode = "exact") -> None:
     """Apply the analysis' edits for the removed classes to `graph` in place."""
     nodes = graph.nodes
     slices: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = defaultdict(list)
     counts: list[tuple[CountEdit, int]] = []
+    norms: list[tuple[NormEdit, int]] = []
     for edit in analysis.edits:
+        if isinstance(edit, ScaledMacs):
+            continue
+        if isinstance(edit, NormEdit):
+            kept = len(analysis.surviving(edit.elems, removed))
+            if kept < len(edit.elems):
+                norms.append((edit, kept))
+            continue
+        if isinstance(edit, AttrEdit):
+            if len(analysis.surviving(edit.elems, removed)) < len(edit.elems):
+                nodes[edit.node].attrs[edit.attr] = edit.value
+            continue
         if isinstance(edit, SplitEdit):
             sizes = [len(analysis.surviving(part, removed)) for part in edit.parts]
             if sizes != [len(part) for part in edit.parts]:
@@ -96,11 +124,24 @@ def rewrite(graph: gs.Graph, analysis: Analysis, removed: np.ndarray, names: Nam
             node.attrs[edit.attr] = count
             continue
         source = node.inputs[edit.input_index]
-        value = np.array(ir.const_value(source), copy=True)
+        current = ir.const_value(source)
+        if current is None:  # a shape computed at run time: a copy of it, with the literal entry changed
+            literal = literal_entry(source, edit.position)  # type: ignore[arg-type]
+            if literal is None:
+                raise PassError(f"apply_plan: node '{node.name}' computes the count it needs rewritten")
+            node.inputs[edit.input_index] = rewrite_literal(literal, count, graph, names.fresh)
+            continue
+        value = np.array(current, copy=True)
         flat = value.reshape(-1)
         flat[edit.position] = count
         node.inputs[edit.input_index] = gs.Constant(names.fresh(source.name), value)
-    log.debug("rewrite: %d parameter tensors sliced, %d counts rewritten", len(copies), len(counts))
+    if layernorm == "exact":
+        for norm, kept in norms:  # after the slices: the decomposition reads the sliced scale and bias
+            width = norm.width
+            removed_values = width - width * kept // len(norm.elems)
+            replace_layer_norm(graph, nodes[norm.node], names.fresh, count=width, extra=removed_values)
+    log.debug("rewrite: %d parameter tensors sliced, %d counts rewritten, %d LayerNorms kept exact",
+              len(copies), len(counts), len(norms) if layernorm == "exact" else 0)
 
 
 def _select(value: np.ndarray, cuts: list[tuple[int, np.ndarray]]) -> np.ndarray:

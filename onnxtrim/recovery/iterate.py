@@ -19,6 +19,7 @@ from ..analysis.groups import Analysis
 from ..criteria.base import Criterion
 from ..gates import quality_drop
 from ..metrics import cost
+from ..passes.layer_norm import LayerNormMode
 from ..plan import PrunePlan, structure_fingerprint
 from ..policy import Selection
 from .training import BatchFactory, Training, fidelity_dict, fine_tune, holdout_fidelity
@@ -41,7 +42,7 @@ class Round:
 
 def iterate(original: onnx.ModelProto, criterion: Criterion, selection: Selection, calibration: BatchFactory,
             training: Training, *, iterations: int, max_drop: float | None = None, providers: Sequence[str] = ("cpu",),
-            nodes_to_exclude: Sequence[str] = ()
+            nodes_to_exclude: Sequence[str] = (), layernorm: LayerNormMode = "exact"
             ) -> tuple[onnx.ModelProto, tuple[PrunePlan, Analysis] | None, list[Round], str]:
     """The final model, the plan of the last kept round with the analysis it refers to (that round's
     input), every round, and why the loop stopped."""
@@ -60,7 +61,7 @@ def iterate(original: onnx.ModelProto, criterion: Criterion, selection: Selectio
         if plan.removed == 0 and not plan.masks:
             reason = f"nothing more crosses the threshold after {number - 1} iterations"
             break
-        tuned, record = fine_tune(stages.rewrite(model, plan, analysis), original, training)
+        tuned, record = fine_tune(stages.rewrite(model, plan, analysis, layernorm=layernorm), original, training)
         fidelity = holdout_fidelity(original, tuned, training)
         drop, measure = quality_drop(fidelity)
         after = cost(tuned)

@@ -54,13 +54,14 @@ def recover(config: TrimConfig, model: onnx.ModelProto, analysis: Analysis, crit
         final_model, last, rounds, reason = iterate(model, criterion, selection, calibration, training,
                                                     iterations=config.iterations, max_drop=config.max_drop,
                                                     providers=config.providers,
-                                                    nodes_to_exclude=config.nodes_to_exclude)
+                                                    nodes_to_exclude=config.nodes_to_exclude,
+                                                    layernorm=config.layernorm)
         final_plan, final_analysis = last if last is not None else (PrunePlan(fingerprint, criterion.name, ()),
                                                                     analysis)
         return Recovered(final_model, final_plan, final_analysis,
                          {"mode": "iterative", "iterations": [r.to_dict() for r in rounds], "stopped": reason})
     assert plan is not None
-    trimmed = stages.rewrite(model, plan, analysis)
+    trimmed = stages.rewrite(model, plan, analysis, layernorm=config.layernorm)
     before = holdout_fidelity(model, trimmed, training)
     tuned, record = fine_tune(trimmed, model, training)
     after = holdout_fidelity(model, tuned, training)

@@ -57,11 +57,13 @@ SEED = 0
 
 @dataclass(frozen=True)
 class ZooEntry:
-    """How to build one zoo architecture: a constructor and the input side length."""
+    """How to build one zoo architecture: a constructor and the input side length (or, for
+    models that do not read images, a function making a batch of inputs from a generator)."""
 
     build: Callable[[], torch.nn.Module]
     size: int
     note: str = ""
+    example: Callable[[torch.Generator, int], torch.Tensor] | None = None
 
 
 def _tv(name: str, **kwargs: object) -> Callable[[], torch.nn.Module]:
@@ -134,6 +136,24 @@ ZOO["swin_tiny"] = ZooEntry(
 )
 
 
+def _bert_encoder() -> torch.nn.Module:
+    from tests.helpers.encoder import TinyEncoder
+
+    return TinyEncoder()
+
+
+def _token_ids(gen: torch.Generator, batch: int) -> torch.Tensor:
+    from tests.helpers.encoder import SEQ, VOCAB
+
+    return torch.randint(0, VOCAB, (batch, SEQ), generator=gen)
+
+
+ZOO["bert_encoder"] = ZooEntry(
+    _bert_encoder, 8, "tests/helpers/encoder.py: BERT-style, 2 layers, hidden 32, 4 heads; token ids [batch, 8]",
+    example=_token_ids,
+)
+
+
 def zoo_model(
     name: str, *, batch: int = EXAMPLE_BATCH, normalize: bool = True
 ) -> tuple[torch.nn.Module, torch.Tensor]:
@@ -151,10 +171,16 @@ def zoo_model(
         warnings.simplefilter("ignore")  # e.g. googlenet's init_weights FutureWarning
         model = entry.build().eval()
     gen = torch.Generator().manual_seed(SEED)
-    example = torch.randn(batch, 3, entry.size, entry.size, generator=gen)
+
+    def inputs(count: int) -> torch.Tensor:
+        if entry.example is not None:
+            return entry.example(gen, count)
+        return torch.randn(count, 3, entry.size, entry.size, generator=gen)
+
+    example = inputs(batch)
     if normalize:
         calibration_batch = 16 if entry.size <= 75 else 4  # enough pixels per channel in the 1x1 stages
-        _normalize(model, torch.randn(calibration_batch, 3, entry.size, entry.size, generator=gen), gen)
+        _normalize(model, inputs(calibration_batch), gen)
     return model, example
 
 

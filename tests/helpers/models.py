@@ -13,9 +13,11 @@ from onnx import numpy_helper
 HEADER = '<ir_version: 8, opset_import: ["" : 17]>\n'
 
 
-def build(text: str, weights: list[str], seed: int = 0, positive: tuple[str, ...] = ()) -> onnx.ModelProto:
+def build(text: str, weights: list[str], seed: int = 0, positive: tuple[str, ...] = (),
+          opset: int = 17) -> onnx.ModelProto:
     """Parse `text` and replace the named inputs by random initializers of their declared shape."""
-    model = onnx.parser.parse_model(HEADER + text)
+    header = HEADER if opset == 17 else f'<ir_version: 10, opset_import: ["" : {opset}]>\n'
+    model = onnx.parser.parse_model(header + text)
     rng = np.random.default_rng(seed)
     inputs = []
     for value in model.graph.input:

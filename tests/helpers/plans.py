@@ -18,9 +18,10 @@ def analysis_of(model: onnx.ModelProto) -> Analysis:
     return analyse(ir.to_graph(model))
 
 
-def random_plan(model: onnx.ModelProto, rng: np.random.Generator, share: float = 0.5) -> PrunePlan:
+def random_plan(model: onnx.ModelProto, rng: np.random.Generator, share: float = 0.5,
+                analysis: Analysis | None = None) -> PrunePlan:
     """Drop about `share` of the prunable classes of every group, chosen at random."""
-    analysis = analysis_of(model)
+    analysis = analysis or analysis_of(model)
     keep: dict[int, set[int]] = {}
     for g in analysis.groups:
         prunable = g.prunable
@@ -42,6 +43,7 @@ def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray
 
 
 def random_feeds(model: onnx.ModelProto, rng: np.random.Generator, batch: int = 2) -> dict[str, np.ndarray]:
+    """Standard-normal floats; integer inputs (token ids) in [0, 5)."""
     feeds = {}
     initializers = {t.name for t in model.graph.initializer}
     for value in model.graph.input:
@@ -49,16 +51,19 @@ def random_feeds(model: onnx.ModelProto, rng: np.random.Generator, batch: int = 
             continue
         dims = [d.dim_value if d.HasField("dim_value") else batch for d in value.type.tensor_type.shape.dim]
         dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
-        feeds[value.name] = rng.standard_normal(dims).astype(dtype)
+        data = rng.integers(0, 5, size=dims) if dtype.kind in "iu" else rng.standard_normal(dims)
+        feeds[value.name] = data.astype(dtype)
     return feeds
 
 
 def assert_masked_equivalent(model: onnx.ModelProto, plan: PrunePlan, feeds: dict[str, np.ndarray],
-                             rtol: float = 1e-4, atol: float = 1e-5) -> onnx.ModelProto:
-    """Removing the plan's channels computes what zeroing them in the original computes."""
-    trimmed = apply_plan(model, plan)
+                             rtol: float = 1e-4, atol: float = 1e-5, *, analysis: Analysis | None = None,
+                             layernorm: str = "exact") -> onnx.ModelProto:
+    """Removing the plan's channels computes what zeroing them in the original computes (with
+    `layernorm="plain"`: what the original computes with LayerNorm statistics over the kept channels)."""
+    trimmed = apply_plan(model, plan, analysis, layernorm=layernorm)  # type: ignore[arg-type]
     onnx.checker.check_model(trimmed, full_check=True)
-    masked = mask_channels(model, plan)
+    masked = mask_channels(model, plan, analysis, layernorm=layernorm)  # type: ignore[arg-type]
     for got, want in zip(run(trimmed, feeds), run(masked, feeds)):
         np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
     assert [o.name for o in trimmed.graph.output] == [o.name for o in model.graph.output]

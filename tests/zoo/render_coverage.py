@@ -31,10 +31,17 @@ def render(coverage: dict[str, dict]) -> str:
         for exporter, _ in EXPORTERS:
             row = coverage.get(f"{model}/{exporter}")
             cells.append("—" if row is None else
-                         f"{row['prunable_groups']}/{row['groups']} groups, "
+                         f"{row['prunable_groups']}/{row['groups']} groups{_kinds(row)}, "
                          f"{row['prunable_channels']:,}/{row['channels']:,} channels")
         lines.append(f"| {model} | " + " | ".join(cells) + f" | {LIMITS.get(model, 'only the classifier output')} |")
     return "\n".join(lines)
+
+
+def _kinds(row: dict) -> str:
+    """How many of the prunable groups are attention heads and residual streams."""
+    parts = [f"{row[key]} {label}" for key, label in (("prunable_heads", "of heads"), ("prunable_stream", "stream"))
+             if row.get(key)]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def rewrite(readme: str, coverage: dict[str, dict]) -> str:

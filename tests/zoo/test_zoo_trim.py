@@ -29,6 +29,7 @@ import pytest
 from onnxtrim.api import trim
 from onnxtrim.config import TrimConfig
 from tests.helpers.dead import inject_dead, injectable
+from tests.helpers.dead_transformer import inject_dead_heads, inject_dead_stream
 from tests.helpers.export import EXPORTERS, ZOO
 from tests.helpers.plans import analysis_of, assert_masked_equivalent, random_plan, run
 from tests.zoo.limits import BARRIER_WORDS, LIMITS
@@ -46,13 +47,18 @@ def tolerance(reference: np.ndarray) -> dict[str, float]:
 
 def coverage_row(analysis) -> dict:
     prunable = [g for g in analysis.groups if len(g.prunable)]
-    return {
+    row = {
         "groups": len(analysis.groups),
         "prunable_groups": len(prunable),
         "channels": int(sum(g.size for g in analysis.groups)),
         "prunable_channels": int(sum(len(g.prunable) for g in analysis.groups)),
         "barrier_ops": sorted({b.op for b in analysis.barriers}),
     }
+    for kind in ("heads", "stream"):  # attention heads and residual streams, where a model has them
+        count = sum(g.kind == kind for g in prunable)
+        if count:
+            row[f"prunable_{kind}"] = count
+    return row
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +82,10 @@ def test_zoo_model_trims_correctly(name, exporter, zoo_export, zoo_reference, re
         f"{key}: analysis found {row}, coverage.json says {recorded.get(key)}; "
         "regenerate with `ONNXTRIM_ZOO_COVERAGE=1 pytest tests/zoo` and `python tests/zoo/render_coverage.py`")
     assert row["prunable_groups"] > 0, f"{name}: nothing prunable"
-    if name in BARRIER_WORDS:
-        assert any(BARRIER_WORDS[name] in b.reason for b in analysis.barriers), (name, LIMITS[name])
+    if (name, exporter) in BARRIER_WORDS:
+        assert any(BARRIER_WORDS[name, exporter] in b.reason for b in analysis.barriers), (name, LIMITS[name])
+    else:  # a model without a recorded limit has no barrier: only the classifier output stays
+        assert not analysis.barriers, (key, [b.reason for b in analysis.barriers][:3])
 
     # Masked equivalence for a random choice in every prunable group.
     plan = random_plan(model, np.random.default_rng(0), 0.3)
@@ -101,6 +109,47 @@ def test_zoo_model_trims_correctly(name, exporter, zoo_export, zoo_reference, re
     onnx.save(dead, dead_path)
     calib = [{k: v} for k, v in feeds.items()]
     result = trim(TrimConfig(model=dead_path, data=calib, criterion="mean-activation", threshold=0.0, holdout=0.0))
+    after = {tuple(g["members"]): g for g in result.report["groups"]}
+    for members, classes in killed.items():
+        assert after[members]["removed"] >= len(classes), (members, after[members])
+    original = run(dead, feeds)[0]
+    np.testing.assert_allclose(run(result.model, feeds)[0], original, **tolerance(original))
+    onnx.checker.check_model(result.model, full_check=True)
+
+
+TRANSFORMERS = ["vit_b_16", "vit_tiny", "swin_t", "swin_tiny", "convnext_tiny", "bert_encoder"]
+HEAVY = {"vit_b_16": "86M parameters: every probe and trim copies and loads 350 MB",
+         "swin_t": "28M parameters and 12 attention layers"}
+TRANSFORMER_CASES = [pytest.param(name, exporter, id=f"{name}-{exporter}",
+                                  marks=[pytest.mark.slow] if name in HEAVY else [])
+                     for name in TRANSFORMERS for exporter in EXPORTERS]
+
+
+@pytest.mark.parametrize(("name", "exporter"), TRANSFORMER_CASES)
+def test_zoo_dead_heads_and_stream_dimensions_are_removed_exactly(name, exporter, zoo_export, zoo_reference,
+                                                                   tmp_path):
+    """Heads made dead by zeroing their V slices and stream dimensions made dead by zeroing every
+    producer and parameter slice are removed by mean-activation at threshold 0 through the public
+    API, with the exact LayerNorm rewrite, and the outputs do not move."""
+    model = onnx.load(zoo_export(name, exporter))
+    example, _ = zoo_reference(name)
+    feeds = {model.graph.input[0].name: example}
+    analysis = analysis_of(model)
+    heads = [g for g in analysis.groups if g.kind == "heads" and len(g.prunable) >= 2][:2]
+    streams = [g for g in analysis.groups if g.kind == "stream" and len(g.prunable) >= 4][:2]
+    assert streams and (heads or name == "convnext_tiny"), [g.kind for g in analysis.groups]
+    dead, killed = model, {}
+    for group in heads:
+        classes = [int(group.prunable[-1])]
+        injected = inject_dead_heads(dead, analysis, group, classes, feeds)
+        assert injected is not None, f"{group.members}: no V slice found"
+        dead, killed[group.members] = injected, classes
+    for group in streams:
+        classes = group.prunable[:: max(2, len(group.prunable) // 3)][:3].tolist()
+        dead, killed[group.members] = inject_dead_stream(dead, analysis, group, classes), classes
+    path = tmp_path / "dead.onnx"
+    onnx.save(dead, path)
+    result = trim(TrimConfig(model=path, data=[feeds], criterion="mean-activation", threshold=0.0, holdout=0.0))
     after = {tuple(g["members"]): g for g in result.report["groups"]}
     for members, classes in killed.items():
         assert after[members]["removed"] >= len(classes), (members, after[members])
