@@ -16,6 +16,7 @@ from ..errors import (
     CalibrationError,
     ConfigError,
     DependencyError,
+    FinetuneError,
     ModelError,
     OnnxTrimError,
     OutputError,
@@ -42,6 +43,7 @@ EXIT_CODES: dict[type[OnnxTrimError], int] = {
     SpeedupGateError: 11,
     LatencyGateError: 12,
     BridgeError: 13,
+    FinetuneError: 14,
 }
 
 

@@ -3,7 +3,9 @@
 Each round measures the model the previous round left, removes what crosses the threshold (or
 the chosen share), and retrains the survivors towards the original. The loop stops when nothing
 more is removed, after `iterations` rounds, or when a round would lose more than `max_drop` on
-the holdout (against the original); the last good model is kept.
+the holdout (against the original); the last good model is kept. A round whose training
+diverges (FinetuneError: NaN or Inf loss) is undone the same way and stops the loop; in the
+first round there is no good model to keep but the input, so the error goes to the caller.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import onnx
 from .. import stages
 from ..analysis.groups import Analysis
 from ..criteria.base import Criterion
+from ..errors import FinetuneError
 from ..gates import quality_drop
 from ..metrics import cost
 from ..plan import PrunePlan, structure_fingerprint
@@ -60,7 +63,13 @@ def iterate(original: onnx.ModelProto, criterion: Criterion, selection: Selectio
         if plan.removed == 0 and not plan.masks:
             reason = f"nothing more crosses the threshold after {number - 1} iterations"
             break
-        tuned, record = fine_tune(stages.rewrite(model, plan, analysis), original, training)
+        try:
+            tuned, record = fine_tune(stages.rewrite(model, plan, analysis), original, training)
+        except FinetuneError as error:
+            if last is None:
+                raise
+            reason = f"iteration {number} diverged ({error}): kept iteration {number - 1}"
+            break
         fidelity = holdout_fidelity(original, tuned, training)
         drop, measure = quality_drop(fidelity)
         after = cost(tuned)
