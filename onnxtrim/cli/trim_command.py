@@ -51,7 +51,8 @@ exit codes:
   5 verification failed (--check), 6 cannot write output, 7 missing dependency,
   8 plan does not match the model, 9 a graph rewrite failed,
   10 --max-drop gate failed, 11 --min-speedup gate failed, 12 --max-latency-ms gate failed,
-  13 the model cannot be run faithfully in torch (fine-tuning bridge)
+  13 the model cannot be run faithfully in torch (fine-tuning bridge),
+  14 fine-tuning diverged (loss NaN or Inf; nothing written)
   (gates fail after the model and report are written; the report lists every gate)
 """
 
