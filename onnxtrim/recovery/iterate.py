@@ -10,7 +10,7 @@ first round there is no good model to keep but the input, so the error goes to t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,10 +44,12 @@ class Round:
 
 def iterate(original: onnx.ModelProto, criterion: Criterion, selection: Selection, calibration: BatchFactory,
             training: Training, *, iterations: int, max_drop: float | None = None, providers: Sequence[str] = ("cpu",),
-            nodes_to_exclude: Sequence[str] = ()
+            nodes_to_exclude: Sequence[str] = (),
+            on_round: Callable[[Round, onnx.ModelProto], None] | None = None
             ) -> tuple[onnx.ModelProto, tuple[PrunePlan, Analysis] | None, list[Round], str]:
     """The final model, the plan of the last kept round with the analysis it refers to (that round's
-    input), every round, and why the loop stopped."""
+    input), every round, and why the loop stopped. `on_round(round, model)` sees each round's trained
+    model as it is made (to measure it: rounds are not kept, so memory holds two models at most)."""
     model: onnx.ModelProto = original
     last: tuple[PrunePlan, Analysis] | None = None
     rounds: list[Round] = []
@@ -76,6 +78,8 @@ def iterate(original: onnx.ModelProto, criterion: Criterion, selection: Selectio
         kept = max_drop is None or drop is None or drop <= max_drop
         rounds.append(Round(number, plan, after.params, after.macs, None if fidelity is None else fidelity_dict(fidelity),
                             record.to_dict(), kept))
+        if on_round is not None:
+            on_round(rounds[-1], tuned)
         if not kept:
             reason = (f"iteration {number} would lose {drop:.4g} ({measure}), above max_drop {max_drop:g}: "
                       f"kept iteration {number - 1}")
