@@ -327,7 +327,7 @@ def main() -> int:
     _common.print_header("recovery: trimming plus fine-tuning through the torch bridge, trained networks", info)
     started = time.perf_counter()
     results: dict[str, Any] = {"networks": {}}
-    for name in args.networks:
+    for name in args.networks if set(args.sections) & {"iterative", "budget", "schedule"} else ():
         results["networks"][name] = entry = run_network(name, args)
         print_network(name, entry, args)
     if "encoder" in args.sections:
@@ -336,10 +336,11 @@ def main() -> int:
     _common.finish(info)
     for line in verdicts(results):
         print(line)
-    print(f"\nwall time {time.perf_counter() - started:.0f} s ("
-          + ", ".join(f"{n} {e['total_s']:.0f} s" for n, e in results["networks"].items())
-          + (f", encoder {results['encoder']['prepare_s']:.0f} s training" if "encoder" in results else "")
-          + f"); load average {info['loadavg_1m_at_start']} -> {info['loadavg_1m_at_end']}")
+    parts = [f"{n} {e['total_s']:.0f} s" for n, e in results["networks"].items()]
+    if "encoder" in results:
+        parts.append(f"encoder {results['encoder']['prepare_s']:.0f} s training or loading")
+    print(f"\nwall time {time.perf_counter() - started:.0f} s ({', '.join(parts)}); load average "
+          f"{info['loadavg_1m_at_start']} -> {info['loadavg_1m_at_end']}")
     config = {k: v for k, v in vars(args).items() if k not in ("json", "cache_dir")}
     _common.write_json(args.json, {"benchmark": "recovery", "machine": info, "config": config, "targets": TARGETS,
                                    "verdicts": verdicts(results), **results})

@@ -37,6 +37,9 @@ examples:
   onnxtrim model.onnx --data calib/ --criterion relief --alpha-conv 0.9 --alpha-fc 0.95
       Neural Network Relief: zero the connections that carry little of each neuron's activity
       and remove the neurons left with none
+  torchrun --standalone --nproc_per_node=2 -m onnxtrim model.onnx --data calib/ --fraction 0.5 --finetune
+      fine-tune in two processes (DistributedDataParallel; gloo on CPU, one GPU each with
+      --device cuda): each trains on its share of every batch, rank 0 writes
   onnxtrim model.onnx --data calib/ --shard 0/4 --save-stats s0.npz   (one of four parallel jobs)
   onnxtrim stats merge s0.npz s1.npz s2.npz s3.npz -o all.npz       (exact: the same sums as one run)
 
