@@ -165,6 +165,7 @@ def finetune(model: onnx.ModelProto, batches: Batches, config: FinetuneConfig, *
                         progress(epoch + 1, step, total / seen)
             epoch_losses.append(total / max(seen, 1))
             log.info("epoch %d: loss %.6g", epoch + 1, epoch_losses[-1])
+            _check_finite(module, first, step, epoch + 1, config)  # before anyone reads this epoch's weights
             if on_epoch is not None:
                 on_epoch(epoch + 1, module)
     finally:
@@ -173,6 +174,18 @@ def finetune(model: onnx.ModelProto, batches: Batches, config: FinetuneConfig, *
     trained = write_back(model, module.cpu())
     return trained, FinetuneLog(tuple(epoch_losses), step, time.perf_counter() - started, str(device), chosen,
                                 bridge_rel, parallel.world_size if parallel is not None else 1)
+
+
+def _check_finite(module: OnnxModule, batch: Batch, steps: int, epoch: int, config: FinetuneConfig) -> None:
+    """An epoch's last update is checked by no later loss (none at all after the last epoch): weights can
+    be finite yet large enough for the outputs to overflow. One forward pass over the first batch at the
+    end of each epoch catches that, the same on every rank."""
+    with torch.no_grad():
+        outs = module(batch.feeds)
+    for name, value in zip(module.output_names, outs):
+        if isinstance(value, torch.Tensor) and value.dtype.is_floating_point and not bool(torch.isfinite(value).all()):
+            raise FinetuneError(f"training diverged: output '{name}' holds NaN or Inf after step {steps} "
+                                f"(end of epoch {epoch}); lower the learning rate (lr {config.lr:g})")
 
 
 def _data_parallel(config: FinetuneConfig) -> distributed.DataParallel | None:
