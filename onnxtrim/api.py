@@ -49,6 +49,7 @@ class TrimResult:
     fidelity: Fidelity | None
     gates: list[GateResult] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
+    writes: bool = True  # False on torchrun's ranks other than 0: they train alongside, rank 0 publishes
 
     @property
     def failed_gates(self) -> list[GateResult]:
@@ -65,8 +66,12 @@ class TrimResult:
     def save(self, *, write_model: bool = True) -> list[Path]:
         """Publish every output as one (`onnxtrim.publish`): all or none, the report last.
 
-        A shard run (`config.shard`) publishes its statistics only.
+        A shard run (`config.shard`) publishes its statistics only; a rank other than 0 of a
+        data-parallel fine-tune (torchrun) publishes nothing, since rank 0 writes the same model.
         """
+        if not self.writes:
+            self.written = []
+            return self.written
         output, report_path = self.default_paths()
         with Publication(overwrite=self.config.overwrite, protected=self.protected) as publication:
             if self.config.save_stats and self.stats is not None:
@@ -126,8 +131,13 @@ def trim(config: TrimConfig, progress: Progress | None = None) -> TrimResult:
     lap("plan")
 
     recovery: dict[str, Any] | None = None
+    writes = True
     if config.recovering:
+        from .recovery.launch import launched
         from .recovery.run import recover
+
+        launch = launched()  # under torchrun every rank trims and trains alike; only rank 0 writes
+        writes = launch is None or launch.writes
 
         recovered = recover(config, model, analysis, criterion, fingerprint=fingerprint, data=data, inputs=inputs,
                             labels=read_labels(config.labels) if config.labels is not None else None,
@@ -163,7 +173,7 @@ def trim(config: TrimConfig, progress: Progress | None = None) -> TrimResult:
     report["latency"] = latency
     report["gates"] = [g.to_dict() for g in gates]
     report["recovery"] = recovery
-    result = TrimResult(config, source, plan, trimmed, report, stats, fidelity, gates)
+    result = TrimResult(config, source, plan, trimmed, report, stats, fidelity, gates, writes=writes)
     failure = _check_failure(config, fidelity)
     if failure is not None:
         failure.result = result

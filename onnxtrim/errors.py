@@ -80,5 +80,10 @@ class BridgeError(OnnxTrimError):
     mapping (the message names the op and the node), or outputs that differ from onnxruntime's."""
 
 
-class FinetuneError(BridgeError):
-    """Fine-tuning cannot go on: the loss became NaN or Inf (the message names the step and what to try)."""
+class FinetuneError(OnnxTrimError):
+    """Fine-tuning diverged: the loss became NaN or Inf (the message names the step and what to try).
+
+    Not a BridgeError: the bridge ran the model faithfully, the training did not converge. Nothing
+    trained is kept (weights that produced NaN are no model), so the command line writes nothing
+    and exits with its own code; `--iterations` keeps the rounds finished before (see recovery.iterate).
+    """

@@ -17,6 +17,7 @@ from ..errors import (
     CalibrationError,
     ConfigError,
     DependencyError,
+    FinetuneError,
     ModelError,
     OnnxTrimError,
     OutputError,
@@ -45,6 +46,7 @@ EXIT_CODES: dict[type[OnnxTrimError], int] = {
     SpeedupGateError: 11,
     LatencyGateError: 12,
     BridgeError: 13,
+    FinetuneError: 14,
 }
 
 

@@ -37,6 +37,9 @@ examples:
   onnxtrim model.onnx --data calib/ --criterion relief --alpha-conv 0.9 --alpha-fc 0.95
       Neural Network Relief: zero the connections that carry little of each neuron's activity
       and remove the neurons left with none
+  torchrun --standalone --nproc_per_node=2 -m onnxtrim model.onnx --data calib/ --fraction 0.5 --finetune
+      fine-tune in two processes (DistributedDataParallel; gloo on CPU, one GPU each with
+      --device cuda): each trains on its share of every batch, rank 0 writes
   onnxtrim model.onnx --data calib/ --shard 0/4 --save-stats s0.npz   (one of four parallel jobs)
   onnxtrim stats merge s0.npz s1.npz s2.npz s3.npz -o all.npz       (exact: the same sums as one run)
 
@@ -52,7 +55,8 @@ exit codes:
   7 missing dependency (onnxruntime, or the CUDA runtime --providers cuda needs),
   8 plan does not match the model, 9 a graph rewrite failed,
   10 --max-drop gate failed, 11 --min-speedup gate failed, 12 --max-latency-ms gate failed,
-  13 the model cannot be run faithfully in torch (fine-tuning bridge)
+  13 the model cannot be run faithfully in torch (fine-tuning bridge),
+  14 fine-tuning diverged (loss NaN or Inf; nothing written)
   (gates fail after the model and report are written; the report lists every gate).
   --debug adds the traceback and keeps the code; Ctrl-C and SIGTERM end the process by that signal,
   with nothing written.
@@ -238,10 +242,11 @@ def main(argv: Sequence[str]) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     config = config_from_args(args)
-    console = Console(stderr=True, quiet=args.quiet)
+    quiet = args.quiet or not _prints(config)
+    console = Console(stderr=True, quiet=quiet)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} samples"),
                   TimeElapsedColumn(), console=console, transient=True,
-                  disable=args.quiet or not console.is_terminal) as bar:
+                  disable=quiet or not console.is_terminal) as bar:
         tasks: dict[str, int] = {}
 
         def progress(stage: str, samples: int) -> None:
@@ -258,16 +263,27 @@ def main(argv: Sequence[str]) -> int:
                 raise
             result, failure = error.result, error
     written = result.save(write_model=failure is None)
-    if not args.quiet and config.shard is not None:
+    if not quiet and config.shard is not None:
         Console(soft_wrap=True).print(f"calibrated shard {config.shard[0]}/{config.shard[1]} on {result.stats.samples}"
                                       f" samples; wrote {', '.join(map(str, written))}")
-    elif not args.quiet:
+    elif not quiet:
         _print_summary(Console(soft_wrap=True), result, written)
     if failure is not None:
         raise failure
     if result.failed_gates:
         raise result.failed_gates[0].error()
     return 0
+
+
+def _prints(config: TrimConfig) -> bool:
+    """Whether this process shows progress and the summary: under torchrun only rank 0 does, the one
+    that writes (errors are printed by every rank that meets one)."""
+    if not config.recovering:
+        return True
+    from ..recovery.launch import launched
+
+    launch = launched()
+    return launch is None or launch.writes
 
 
 def _print_summary(console: Console, result: TrimResult, written) -> None:
@@ -348,8 +364,9 @@ def _print_recovery(console: Console, recovery: dict | None) -> None:
         return
     training = recovery["training"]
     losses = ", ".join(f"{e['loss']:.4g}" for e in training["epochs"] if "loss" in e)
+    where = training["device"] + (f" x {training['world_size']} processes" if training.get("world_size", 1) > 1 else "")
     console.print(f"fine-tuned {len(training['epochs'])} epochs ({training['steps']} steps, {training['seconds']:.1f} s "
-                  f"on {training['device']}); loss per epoch: {losses}")
+                  f"on {where}); loss per epoch: {losses}")
     if recovery.get("fidelity_before") or recovery.get("fidelity_after"):
         console.print(f"holdout fidelity before fine-tuning: {_fidelity_cell(recovery.get('fidelity_before'))}; "
                       f"after: {_fidelity_cell(recovery.get('fidelity_after'))}")

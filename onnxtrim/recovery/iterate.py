@@ -3,12 +3,14 @@
 Each round measures the model the previous round left, removes what crosses the threshold (or
 the chosen share), and retrains the survivors towards the original. The loop stops when nothing
 more is removed, after `iterations` rounds, or when a round would lose more than `max_drop` on
-the holdout (against the original); the last good model is kept.
+the holdout (against the original); the last good model is kept. A round whose training
+diverges (FinetuneError: NaN or Inf loss) is undone the same way and stops the loop; in the
+first round there is no good model to keep but the input, so the error goes to the caller.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,7 @@ import onnx
 from .. import stages
 from ..analysis.groups import Analysis
 from ..criteria.base import Criterion
+from ..errors import FinetuneError
 from ..gates import quality_drop
 from ..metrics import cost
 from ..passes.layer_norm import LayerNormMode
@@ -42,10 +45,12 @@ class Round:
 
 def iterate(original: onnx.ModelProto, criterion: Criterion, selection: Selection, calibration: BatchFactory,
             training: Training, *, iterations: int, max_drop: float | None = None, providers: Sequence[str] = ("cpu",),
-            nodes_to_exclude: Sequence[str] = (), layernorm: LayerNormMode = "exact"
+            nodes_to_exclude: Sequence[str] = (), layernorm: LayerNormMode = "exact",
+            on_round: Callable[[Round, onnx.ModelProto], None] | None = None
             ) -> tuple[onnx.ModelProto, tuple[PrunePlan, Analysis] | None, list[Round], str]:
     """The final model, the plan of the last kept round with the analysis it refers to (that round's
-    input), every round, and why the loop stopped."""
+    input), every round, and why the loop stopped. `on_round(round, model)` sees each round's trained
+    model as it is made (to measure it: rounds are not kept, so memory holds two models at most)."""
     model: onnx.ModelProto = original
     last: tuple[PrunePlan, Analysis] | None = None
     rounds: list[Round] = []
@@ -61,13 +66,21 @@ def iterate(original: onnx.ModelProto, criterion: Criterion, selection: Selectio
         if plan.removed == 0 and not plan.masks:
             reason = f"nothing more crosses the threshold after {number - 1} iterations"
             break
-        tuned, record = fine_tune(stages.rewrite(model, plan, analysis, layernorm=layernorm), original, training)
+        try:
+            tuned, record = fine_tune(stages.rewrite(model, plan, analysis, layernorm=layernorm), original, training)
+        except FinetuneError as error:
+            if last is None:
+                raise
+            reason = f"iteration {number} diverged ({error}): kept iteration {number - 1}"
+            break
         fidelity = holdout_fidelity(original, tuned, training)
         drop, measure = quality_drop(fidelity)
         after = cost(tuned)
         kept = max_drop is None or drop is None or drop <= max_drop
         rounds.append(Round(number, plan, after.params, after.macs, None if fidelity is None else fidelity_dict(fidelity),
                             record.to_dict(), kept))
+        if on_round is not None:
+            on_round(rounds[-1], tuned)
         if not kept:
             reason = (f"iteration {number} would lose {drop:.4g} ({measure}), above max_drop {max_drop:g}: "
                       f"kept iteration {number - 1}")

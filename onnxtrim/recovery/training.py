@@ -43,10 +43,11 @@ class TrainingRecord:
     device: str = "cpu"
     losses: dict[str, str] = field(default_factory=dict)
     bridge_max_rel: float = 0.0
+    world_size: int = 1  # processes training together under torchrun
 
     def to_dict(self) -> dict[str, Any]:
         return {"epochs": self.epochs, "steps": self.steps, "seconds": round(self.seconds, 3), "device": self.device,
-                "losses": self.losses, "bridge_max_rel": self.bridge_max_rel}
+                "losses": self.losses, "bridge_max_rel": self.bridge_max_rel, "world_size": self.world_size}
 
 
 def fine_tune(model: onnx.ModelProto, original: onnx.ModelProto, training: Training, *,
@@ -82,7 +83,7 @@ def fine_tune(model: onnx.ModelProto, original: onnx.ModelProto, training: Train
     for entry, loss in zip(record.epochs, log.epoch_losses):
         entry["loss"] = loss
     record.steps, record.seconds, record.device = log.steps, log.seconds, log.device
-    record.losses, record.bridge_max_rel = dict(log.losses), log.bridge_max_rel
+    record.losses, record.bridge_max_rel, record.world_size = dict(log.losses), log.bridge_max_rel, log.world_size
     return trained, record
 
 

@@ -8,9 +8,11 @@ training part only.
 
 Failure modes: a NaN or Inf loss raises `FinetuneError` at once, naming the step (nothing is
 returned: weights that produced NaN are not a model to keep, and the caller still has the model
-it passed in); Ctrl-C raises KeyboardInterrupt between two torch operations (onnxruntime teacher
+it passed in); Ctrl-C (and SIGTERM where a handler turns it into that exception, as the command line's does) raises KeyboardInterrupt between two torch operations (onnxruntime teacher
 runs stop early too, through `onnxtrim.runtime.run`), and nothing is written anywhere.
 Seeded CPU runs are reproducible: the seed fixes torch's generator and the batch order.
+Started by torchrun as several processes, every rank trains on its share of each batch under
+DistributedDataParallel and gets the same weights (`distributed` says how and why).
 Shuffling holds one epoch's batches in memory (they are the factory's arrays, not copies);
 `shuffle=False` streams them instead.
 """
@@ -30,7 +32,8 @@ import torch
 
 from ..calibration.feeds import Batch
 from ..errors import ConfigError, FinetuneError
-from . import losses
+from ..recovery.launch import launched
+from . import distributed, losses
 from .check import compare, module_outputs
 from .masks import MaskSet
 from .module import OnnxModule, to_torch
@@ -60,6 +63,7 @@ class FinetuneConfig:
     shuffle: bool = True  # batch order per epoch, from the seed
     teacher_cache_bytes: int = 256 * 2**20
     verify_tolerance: float = 1e-3  # bridge check on the first batch: max |Δ| / max |onnxruntime output|
+    data_parallel: bool = True  # under torchrun with several processes, train with DDP (`distributed`)
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -87,6 +91,7 @@ class FinetuneLog:
     device: str
     losses: dict[str, str] = field(default_factory=dict)  # output name -> loss used
     bridge_max_rel: float = 0.0  # the bridge check before training
+    world_size: int = 1  # processes that trained together (torchrun); 1: this one alone
 
 
 def finetune(model: onnx.ModelProto, batches: Batches, config: FinetuneConfig, *,
@@ -106,7 +111,8 @@ def finetune(model: onnx.ModelProto, batches: Batches, config: FinetuneConfig, *
     `requires_grad=False` is not trained), `on_epoch(epoch, module)` after each epoch (holdout fidelity).
     """
     started = time.perf_counter()
-    device = _device(config.device)
+    parallel = _data_parallel(config)
+    device = parallel.device if parallel is not None else _device(config.device)
     torch.manual_seed(config.seed)
     module = to_torch(model)
     first = next(iter(_epoch(batches, None)), None)
@@ -119,7 +125,6 @@ def finetune(model: onnx.ModelProto, batches: Batches, config: FinetuneConfig, *
     chosen, kinds = _losses(model, module, first, config, labels is not None)
     log.info("fine-tuning %d parameters on %s; losses %s", sum(p.numel() for p in module.parameters()), device,
              chosen)
-    optimizer = _optimizer(module, config)
     needs_teacher = any(loss != "ce" for loss in chosen.values())
     cache = TeacherCache(teacher if teacher is not None else model, list(chosen),
                          max_bytes=config.teacher_cache_bytes) if needs_teacher else None
@@ -127,32 +132,40 @@ def finetune(model: onnx.ModelProto, batches: Batches, config: FinetuneConfig, *
     epoch_losses: list[float] = []
     step = 0
     if on_start is not None:
-        on_start(module)
+        on_start(module)  # may freeze Parameters: DDP and the optimizer see only those left trainable
+    net = parallel.wrap(module) if parallel is not None else module
+    optimizer = _optimizer(module, config)
     try:
         for epoch in range(config.epochs):
             total, seen = 0.0, 0
             for batch in _epoch(batches, rng if config.shuffle else None):
                 for mini in _split(batch, config.batch_size):
-                    loss = _loss(module, mini, cache, labels, chosen, kinds, config, device)
-                    if not torch.isfinite(loss):
-                        raise FinetuneError(f"loss is {loss.item()} at step {step + 1} (epoch {epoch + 1}); "
-                                            f"training diverged: lower lr (now {config.lr:g})")
+                    part, weight = parallel.share(mini) if parallel is not None else (mini, 1.0)
+                    loss = _loss(net, module.output_names, part, cache, labels, chosen, kinds, config, device)
+                    rows = len(part.indices) if weight > 0 else 0
+                    loss_sum = float(loss.detach()) * rows
+                    if parallel is not None:  # every rank sees the global batch's loss, and stops alike
+                        loss_sum, rows = parallel.total(loss_sum, rows)
+                    mean = loss_sum / max(rows, 1)
+                    if not math.isfinite(mean):
+                        raise FinetuneError(f"training diverged: loss is {mean} at step {step + 1} (epoch {epoch + 1}); "
+                                            f"lower the learning rate (lr {config.lr:g})")
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    (loss * weight if parallel is not None else loss).backward()
                     if masks is not None:
                         masks.before_step()
                     optimizer.step()
                     if masks is not None:
                         masks.after_step()
                     step += 1
-                    n = len(mini.indices)
-                    total, seen = total + float(loss.detach()) * n, seen + n
+                    total, seen = total + loss_sum, seen + rows
                     if on_step is not None:
                         on_step(step, module)
                     if progress is not None:
                         progress(epoch + 1, step, total / seen)
             epoch_losses.append(total / max(seen, 1))
             log.info("epoch %d: loss %.6g", epoch + 1, epoch_losses[-1])
+            _check_finite(module, first, step, epoch + 1, config)  # before anyone reads this epoch's weights
             if on_epoch is not None:
                 on_epoch(epoch + 1, module)
     finally:
@@ -160,7 +173,25 @@ def finetune(model: onnx.ModelProto, batches: Batches, config: FinetuneConfig, *
             cache.close()
     trained = write_back(model, module.cpu())
     return trained, FinetuneLog(tuple(epoch_losses), step, time.perf_counter() - started, str(device), chosen,
-                                bridge_rel)
+                                bridge_rel, parallel.world_size if parallel is not None else 1)
+
+
+def _check_finite(module: OnnxModule, batch: Batch, steps: int, epoch: int, config: FinetuneConfig) -> None:
+    """An epoch's last update is checked by no later loss (none at all after the last epoch): weights can
+    be finite yet large enough for the outputs to overflow. One forward pass over the first batch at the
+    end of each epoch catches that, the same on every rank."""
+    with torch.no_grad():
+        outs = module(batch.feeds)
+    for name, value in zip(module.output_names, outs):
+        if isinstance(value, torch.Tensor) and value.dtype.is_floating_point and not bool(torch.isfinite(value).all()):
+            raise FinetuneError(f"training diverged: output '{name}' holds NaN or Inf after step {steps} "
+                                f"(end of epoch {epoch}); lower the learning rate (lr {config.lr:g})")
+
+
+def _data_parallel(config: FinetuneConfig) -> distributed.DataParallel | None:
+    """The process group to train in when torchrun started several of us (see `distributed`)."""
+    launch = launched() if config.data_parallel else None
+    return distributed.join(launch, config.device) if launch is not None and launch.world_size > 1 else None
 
 
 def _device(name: str) -> torch.device:
@@ -232,10 +263,11 @@ def _optimizer(module: OnnxModule, config: FinetuneConfig) -> torch.optim.Optimi
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _loss(module: OnnxModule, batch: Batch, cache: TeacherCache | None, labels: np.ndarray | None,
-          chosen: dict[str, str], kinds: dict[str, str], config: FinetuneConfig,
+def _loss(net: Callable[..., Any], names: list[str], batch: Batch, cache: TeacherCache | None,
+          labels: np.ndarray | None, chosen: dict[str, str], kinds: dict[str, str], config: FinetuneConfig,
           device: torch.device) -> torch.Tensor:
-    outs = dict(zip(module.output_names, module(batch.feeds)))
+    """The loss of one batch; `net` is the module, or DDP around it (whose backward averages gradients)."""
+    outs = dict(zip(names, net(batch.feeds)))
     targets: dict[str, Any] = {}
     if cache is not None:
         targets = {k: torch.from_numpy(np.asarray(v)).to(device) for k, v in cache.outputs(batch).items()}

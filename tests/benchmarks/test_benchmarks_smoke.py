@@ -105,3 +105,18 @@ def test_criteria(cache_dir, tmp_path):
     assert 0 < default["connection_sparsity"] < 1
     (magnitude,) = entry["magnitude"]
     assert magnitude["sparsity"] == 0.9 and abs(magnitude["connection_sparsity"] - 0.9) < 0.01
+
+
+def test_recovery(cache_dir, tmp_path):
+    data = run_quick("recovery", cache_dir, tmp_path)
+    entry = data["networks"]["mlp"]
+    assert finite(entry["step_ms"]) and finite(entry["accuracy"])
+    rounds = entry["iterative"]
+    assert [r["iteration"] for r in rounds][:1] == [0] and all(finite(r["compression"]) for r in rounds)
+    (budget,) = [r for r in entry["budget"] if r["criterion"] == "taylor"]
+    assert 3.5 < budget["compression"] < 4.5 and 0 <= budget["accuracy"] <= 100
+    (sparse,) = entry["schedule"]
+    assert abs(sparse["connection_sparsity"] - 0.9) < 0.01
+    (encoder,) = data["encoder"]["rows"]
+    assert encoder["fraction"] == 0.4 and encoder["removed"] > 0 and 0 < encoder["cosine_after"] <= 1
+    assert finite(data["encoder"]["step_ms"]) and data["verdicts"]

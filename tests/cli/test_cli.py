@@ -118,3 +118,10 @@ def test_bridge_error_is_exit_13():
     from onnxtrim.errors import BridgeError
 
     assert exit_code_for(BridgeError("x")) == EXIT_CODES[BridgeError] == 13
+
+
+def test_a_diverged_fine_tune_is_exit_14_not_a_bridge_error():
+    from onnxtrim.errors import BridgeError, FinetuneError
+
+    assert exit_code_for(FinetuneError("x")) == EXIT_CODES[FinetuneError] == 14
+    assert not issubclass(FinetuneError, BridgeError)

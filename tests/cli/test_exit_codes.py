@@ -87,6 +87,8 @@ CASES: dict[int, tuple[str, Callable[[Path, Path, list[str]], subprocess.Complet
     12: ("--max-latency-ms", lambda m, c, d: onnxtrim(m, "--data", c, "--max-latency-ms", "1e-6",
                                                      "--bench-runs", "3", "-q", *d)),
     13: ("op 'LpNormalization' at node 'norm'", _bridge_cannot_map),
+    14: ("training diverged", lambda m, c, d: onnxtrim(m, "--data", c, "--fraction", "0.5", "--finetune",
+                                                      "--lr", "1e30", "-q", *d)),
 }
 
 

@@ -12,7 +12,7 @@ from onnx import numpy_helper
 from onnxtrim.api import trim
 from onnxtrim.calibration.batching import held_out
 from onnxtrim.config import TrimConfig
-from onnxtrim.errors import ConfigError
+from onnxtrim.errors import ConfigError, FinetuneError
 from onnxtrim.passes.mask_channels import mask_name
 from tests.helpers.plans import run
 
@@ -77,6 +77,32 @@ def test_a_round_that_breaks_max_drop_is_undone():
     kept = [r for r in rounds if r["kept"]]
     expected = kept[-1]["params"] if kept else result.report["cost"]["params_before"]
     assert result.report["cost"]["params_after"] == expected
+
+
+@pytest.mark.parametrize("diverges", [1, 2])
+def test_a_round_that_diverges_is_undone_and_stops_the_iterations(monkeypatch, diverges):
+    """Round 2 diverging keeps round 1 (like a round breaking max_drop); round 1 diverging has nothing to keep."""
+    from onnxtrim.recovery import iterate as loop
+
+    real, calls = loop.fine_tune, []
+
+    def one_diverges(*args, **kwargs):
+        calls.append(None)
+        if len(calls) == diverges:
+            raise FinetuneError("training diverged: loss is nan at step 3 (epoch 1); lower the learning rate (lr 0.001)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "fine_tune", one_diverges)
+    config = TrimConfig(**BASE, criterion="l1", fraction=0.3, iterations=3, epochs=1, lr=1e-3)
+    if diverges == 1:
+        with pytest.raises(FinetuneError, match="diverged"):
+            trim(config)
+        return
+    result = trim(config)
+    recovery = result.report["recovery"]
+    assert len(recovery["iterations"]) == 1 and recovery["stopped"].startswith("iteration 2 diverged (training")
+    assert recovery["stopped"].endswith("kept iteration 1")
+    assert result.report["cost"]["params_after"] == recovery["iterations"][0]["params"]
 
 
 def test_gradual_magnitude_reaches_the_final_sparsity_exactly_in_every_layer():

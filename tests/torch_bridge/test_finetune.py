@@ -90,6 +90,13 @@ def test_nan_loss_is_a_typed_error(digits):
         finetune(model, bad, FinetuneConfig(shuffle=False), labels=labels)
 
 
+def test_outputs_that_overflow_after_the_last_step_are_divergence_too(digits):
+    """One step at lr 1e10 leaves finite weights (no later loss to see them) whose outputs overflow."""
+    model, data, labels = digits
+    with pytest.raises(FinetuneError, match=r"output 'logits' holds NaN or Inf after step 1 \(end of epoch 1\)"):
+        finetune(model, data[:1], FinetuneConfig(lr=1e10), labels=labels)
+
+
 def test_interrupt_propagates_and_cleans_up(digits, tmp_path, monkeypatch):
     model, data, _ = digits
     monkeypatch.setenv("TMPDIR", str(tmp_path))
