@@ -50,6 +50,7 @@ from onnxtrim.passes.apply_plan import apply_plan
 from onnxtrim.plan import structure_fingerprint
 from onnxtrim.policy import Selection, make_plan
 from onnxtrim.runtime import import_ort
+from onnxtrim.targets import AUTO, resolve
 
 TARGET = 1.15
 DEFAULT_MODELS = "resnet18,resnet50,mobilenet_v2,vgg16_bn,densenet121,efficientnet_b0"
@@ -102,15 +103,17 @@ def bench_model(name: str, args, results: dict) -> None:
 
     variants: list[tuple[str, onnx.ModelProto, dict]] = []
     for fraction in args.fractions:
-        for round_to in args.round_to:
-            label = f"-{round(fraction * 100)}%" + (f" r{round_to}" if round_to > 1 else "")
+        for given in args.round_to:
+            round_to = resolve(given, ("cpu",)).multiple  # "auto": this CPU's channel block, as a trim's default
+            label = f"-{round(fraction * 100)}%" + (" auto" if given == AUTO else "") + \
+                (f" r{round_to}" if round_to > 1 else "")
             selection = Selection(fraction=fraction, round_to=round_to)
             plan = make_plan(analysis, CRITERION, scores, selection, fingerprint=fingerprint)
             trimmed = apply_plan(model, plan)
             c = metrics.cost(trimmed)
             blocked, convs = nchwc_convs(trimmed)
             variants.append((label, trimmed, {
-                "fraction": fraction, "round_to": round_to, "channels_removed": plan.removed,
+                "fraction": fraction, "round_to": round_to, "round_to_given": given, "channels_removed": plan.removed,
                 "nchwc_convs": blocked, "convs": convs,
                 "params_ratio": c.params / base_cost.params, "macs_ratio": c.macs / base_cost.macs,
                 "params": c.params, "macs": c.macs}))
@@ -158,7 +161,9 @@ def main() -> int:
     p = _common.parser(__doc__.split("\n\n")[0])
     p.add_argument("--models", default=None, help=f"torchvision models (default {DEFAULT_MODELS}; resnet18 with --quick)")
     p.add_argument("--fractions", default="0.3,0.5", help="shares of each group to remove (default 0.3,0.5)")
-    p.add_argument("--round-to", default="1", help="kept-count multiples to compare, e.g. 1,8 (default 1)")
+    p.add_argument("--round-to", default="auto",
+                   help="kept-count multiples to compare, e.g. 1,8,auto (default auto: this CPU's channel block, "
+                        "what a trim rounds to by default)")
     p.add_argument("--size", type=int, default=None, help="input height and width (default 224; 64 with --quick)")
     p.add_argument("--scores", choices=("activation", "uniform"), default="activation")
     p.add_argument("--calib-samples", type=int, default=8,
@@ -171,7 +176,7 @@ def main() -> int:
     args.models = args.models or ("resnet18" if args.quick else DEFAULT_MODELS)
     args.size = args.size or (64 if args.quick else 224)
     args.fractions = [float(f) for f in _common.csv(args.fractions)]
-    args.round_to = [int(r) for r in _common.csv(args.round_to)]
+    args.round_to = [r if r == AUTO else int(r) for r in _common.csv(args.round_to)]
     args.batch_sizes = [int(b) for b in _common.csv(args.batch_sizes)]
     if not set(args.batch_sizes) <= {1, 8}:
         p.error("--batch-sizes takes 1 and/or 8")
