@@ -28,6 +28,7 @@ from .criteria.base import Criterion, Scores
 from .errors import CalibrationError, PlanError, VerificationError
 from .gates import GateResult, evaluate
 from .metrics import cost
+from .passes.apply_plan import apply_plan
 from .plan import PrunePlan, structure_fingerprint
 from .policy import Selection
 from .progress import ProgressLike, Reporter
@@ -156,6 +157,7 @@ def trim(config: TrimConfig, progress: Progress = None) -> TrimResult:
 
     recovery: dict[str, Any] | None = None
     trimmed: onnx.ModelProto | None
+    trimmed_bytes: bytes | None = None
     if config.recovering:
         from .recovery.run import recover
 
@@ -166,12 +168,16 @@ def trim(config: TrimConfig, progress: Progress = None) -> TrimResult:
         reporter.finish("finetune")
     else:
         assert plan is not None
-        trimmed = None if config.dry_run else stages.rewrite(model, plan, analysis)
+        if not config.dry_run:  # stages.rewrite, keeping the bytes the checker saw for the verification session
+            trimmed = apply_plan(model, plan, analysis)
+            trimmed_bytes = model_io.check_model(trimmed)
+        else:
+            trimmed = None
     lap("rewrite")
 
     fidelity = None
     if trimmed is not None and data is not None and config.verify:
-        fidelity = _verify(config, model, trimmed, data, inputs, labels, reporter)
+        fidelity = _verify(config, (model, source.payload), (trimmed, trimmed_bytes), data, inputs, labels, reporter)
     lap("verify")
 
     before = cost(model)
@@ -319,14 +325,18 @@ def _loaded_stats(path: Path, fingerprint: str, requests: list[StatRequest]) -> 
     return stats
 
 
-def _verify(config: TrimConfig, model, trimmed, data, inputs, labels, reporter: Reporter) -> Fidelity | None:
+def _verify(config: TrimConfig, original: tuple[onnx.ModelProto, bytes | None],
+            result: tuple[onnx.ModelProto, bytes | None], data, inputs, labels, reporter: Reporter) -> Fidelity | None:
     """Both models on the holdout (on the calibration samples when none are held out). The sessions are
-    built once, and a holdout known to be empty beforehand is not read at all."""
+    built once, from bytes already serialized where there are some (the model file's, the checker's), and a
+    holdout known to be empty beforehand is not read at all."""
     from . import runtime
 
+    (model, model_bytes), (trimmed, trimmed_bytes) = original, result
     expected = part_samples(data, max_samples=config.max_samples, holdout=config.holdout, part="holdout")
     parts = ("holdout", "calibration") if config.holdout > 0 and expected != 0 else ("calibration",)
-    sessions = (runtime.make_session(model, config.providers), runtime.make_session(trimmed, config.providers))
+    sessions = (runtime.make_session(model, config.providers, payload=model_bytes),
+                runtime.make_session(trimmed, config.providers, payload=trimmed_bytes))
     for part in parts:
         reporter.start("verify", part_samples(data, max_samples=config.max_samples, holdout=config.holdout,
                                               part=part))  # type: ignore[arg-type]

@@ -40,6 +40,14 @@ def sig(value: Any, digits: int = 3) -> str:
     return f"{float(value):.{digits}g}"
 
 
+def score_cell(value: Any) -> str:
+    """A score: three decimals where that shows three significant digits (APoZ 0.723), else significant
+    digits (a mean |a| of 3.1e-07 is not 0.000)."""
+    if value is None or isinstance(value, str):
+        return "-" if value is None else value
+    return f"{float(value):.3f}" if value == 0 or 0.1 <= abs(float(value)) < 1000 else sig(value)
+
+
 def member_label(name: str, weight: str | None) -> str:
     """A producer as a user can find it: its weight's name beside a generated node name."""
     return f"{name} ({weight})" if weight and _GENERATED.match(name) else name
@@ -61,7 +69,7 @@ def groups_table(report: dict[str, Any]) -> Table:
         labels = [member_label(m, w) for m, w in zip(g["members"], weights)]
         members = ", ".join(labels[:2]) + (f" +{len(labels) - 2}" if len(labels) > 2 else "")
         score = g[f"{extreme}_score"]
-        table.add_row(str(g["id"]), members, f"{g['size']} → {g['kept']}", sig(score, 3) if score is not None else "-",
+        table.add_row(str(g["id"]), members, f"{g['size']} → {g['kept']}", score_cell(score),
                       "; ".join(g["reasons"][:1]))
     hidden = len(report["groups"]) - table.row_count
     if hidden > 0:
