@@ -53,24 +53,33 @@ def member_label(name: str, weight: str | None) -> str:
     return f"{name} ({weight})" if weight and _GENERATED.match(name) else name
 
 
-def groups_table(report: dict[str, Any]) -> Table:
+def groups_table(report: dict[str, Any], width: int = 80) -> Table:
+    """The groups, trimmed ones first; producers get up to a third of `width` before they wrap (between
+    names and words, never inside one), the reasons take what is left."""
     criterion = report["criterion"]
     extreme = "max" if criterion["removes"] == "high" else "min"
-    table = Table(title="onnxtrim: channel groups", title_justify="left")
-    table.add_column("group", no_wrap=True)
-    table.add_column("producers", overflow="ellipsis", min_width=12)  # wraps between names, never inside one
-    table.add_column("channels", no_wrap=True)
-    table.add_column(f"{extreme} {criterion['unit'] or criterion['name']}", no_wrap=True)
-    table.add_column("left alone because", ratio=1, min_width=16)
     changed = [g for g in report["groups"] if g["removed"]]
     untouched = [g for g in report["groups"] if not g["removed"]]
+    rows = []
     for g in changed + untouched[: max(0, MAX_ROWS - len(changed))]:
         weights = g.get("weights") or [None] * len(g["members"])
         labels = [member_label(m, w) for m, w in zip(g["members"], weights)]
         members = ", ".join(labels[:2]) + (f" +{len(labels) - 2}" if len(labels) > 2 else "")
-        score = g[f"{extreme}_score"]
-        table.add_row(str(g["id"]), members, f"{g['size']} → {g['kept']}", score_cell(score),
-                      "; ".join(g["reasons"][:1]))
+        rows.append((str(g["id"]), members, f"{g['size']} → {g['kept']}", score_cell(g[f"{extreme}_score"]),
+                     "; ".join(g["reasons"][:1])))
+    headers = ("group", "producers", "channels", f"{extreme} {criterion['unit'] or criterion['name']}",
+               "left alone because")
+    fixed = [max([len(headers[k])] + [len(row[k]) for row in rows]) for k in (0, 2, 3)]
+    spare = width - sum(fixed) - 16 - 12  # borders and padding (16); the reasons keep 12
+    longest = max((len(row[1]) for row in rows), default=12)
+    table = Table(title="onnxtrim: channel groups", title_justify="left")
+    table.add_column(headers[0], no_wrap=True)
+    table.add_column(headers[1], overflow="ellipsis", width=max(8, min(longest, spare)))
+    table.add_column(headers[2], no_wrap=True)
+    table.add_column(headers[3], no_wrap=True)
+    table.add_column(headers[4], ratio=1, min_width=12)
+    for row in rows:
+        table.add_row(*row)
     hidden = len(report["groups"]) - table.row_count
     if hidden > 0:
         table.caption = f"{plural(hidden, 'more group')} left unchanged (see the JSON report)"
@@ -79,7 +88,7 @@ def groups_table(report: dict[str, Any]) -> Table:
 
 def print_summary(console: Console, result: TrimResult, written: Sequence[Path]) -> None:
     report = result.report
-    console.print(groups_table(report))
+    console.print(groups_table(report, console.width))
     for line in summary_lines(result):
         console.print(line)
     for path in written:
