@@ -50,6 +50,7 @@ from onnxtrim.passes.apply_plan import apply_plan
 from onnxtrim.plan import PrunePlan, structure_fingerprint
 from onnxtrim.policy import Selection, make_plan
 from onnxtrim.runtime import import_ort
+from onnxtrim.targets import AUTO, resolve
 
 TARGET = 1.15
 DEFAULT_MODELS = "resnet18,resnet50,mobilenet_v2,vgg16_bn,densenet121,efficientnet_b0"
@@ -88,21 +89,22 @@ def only_kind(analysis, scores: Scores, kind: str) -> Scores:
 
 
 def plans_for(analysis, scores: Scores, args, fingerprint: str):
-    """(label, plan, fraction, round_to) of every variant: by fraction and rounding for convnets; by kind
+    """(label, plan, fraction, round_to, round_to as given) of every variant: by fraction and rounding for convnets; by kind
     (heads, MLP units) and fraction for transformers, whose heads are never rounded."""
     transformer = any(g.kind == "heads" for g in analysis.groups)
     fractions = args.fractions or (TRANSFORMER_FRACTIONS if transformer else (0.3, 0.5))
     if transformer:  # what importing and exporting alone does (shape computations folded): nothing removed
-        yield "rewritten, -0%", PrunePlan(fingerprint, CRITERION.name, ()), 0.0, 1
+        yield "rewritten, -0%", PrunePlan(fingerprint, CRITERION.name, ()), 0.0, 1, 1
     for kind in (KINDS if transformer else (None,)):
         for fraction in fractions:
-            for round_to in (1,) if kind == "heads" else args.round_to:
+            for given in (1,) if kind == "heads" else args.round_to:
+                round_to = resolve(given, ("cpu",)).multiple  # "auto": this CPU's channel block, a trim's default
                 label = (f"{kind} " if kind else "") + f"-{round(fraction * 100)}%" + (
-                    f" r{round_to}" if round_to > 1 else "")
+                    " auto" if given == AUTO else "") + (f" r{round_to}" if round_to > 1 else "")
                 chosen = only_kind(analysis, scores, kind) if kind else scores
                 plan = make_plan(analysis, CRITERION, chosen, Selection(fraction=fraction, round_to=round_to),
                                  fingerprint=fingerprint)
-                yield label, plan, fraction, round_to
+                yield label, plan, fraction, round_to, given
 
 
 def nchwc_convs(model: onnx.ModelProto) -> tuple[int, int]:
@@ -148,12 +150,12 @@ def bench_model(name: str, args, results: dict) -> None:
     base_cost = metrics.cost(model)
 
     variants: list[tuple[str, onnx.ModelProto, dict]] = []
-    for label, plan, fraction, round_to in plans_for(analysis, scores, args, fingerprint):
+    for label, plan, fraction, round_to, given in plans_for(analysis, scores, args, fingerprint):
         trimmed = apply_plan(model, plan, analysis)
         c = metrics.cost(trimmed)
         blocked, convs = nchwc_convs(trimmed)
         variants.append((label, trimmed, {
-            "fraction": fraction, "round_to": round_to, "channels_removed": plan.removed,
+            "fraction": fraction, "round_to": round_to, "round_to_given": given, "channels_removed": plan.removed,
             "nchwc_convs": blocked, "convs": convs,
             "params_ratio": c.params / base_cost.params, "macs_ratio": c.macs / base_cost.macs,
             "params": c.params, "macs": c.macs}))
@@ -207,7 +209,9 @@ def main() -> int:
     p.add_argument("--seq", type=int, default=128,
                    help="sequence length of the encoder; ViTs get the largest image with at most this many "
                         "tokens (default 128: 176x176, 122 tokens)")
-    p.add_argument("--round-to", default="1", help="kept-count multiples to compare, e.g. 1,8 (default 1)")
+    p.add_argument("--round-to", default="auto",
+                   help="kept-count multiples to compare, e.g. 1,8,auto (default auto: this CPU's channel block, "
+                        "what a trim rounds to by default; attention heads are never rounded)")
     p.add_argument("--size", type=int, default=None, help="input height and width (default 224; 64 with --quick)")
     p.add_argument("--scores", choices=("activation", "uniform"), default="activation")
     p.add_argument("--calib-samples", type=int, default=8,
@@ -220,7 +224,7 @@ def main() -> int:
     args.models = args.models or ("resnet18" if args.quick else DEFAULT_MODELS)
     args.size = args.size or (64 if args.quick else 224)
     args.fractions = [float(f) for f in _common.csv(args.fractions)] if args.fractions else None
-    args.round_to = [int(r) for r in _common.csv(args.round_to)]
+    args.round_to = [r if r == AUTO else int(r) for r in _common.csv(args.round_to)]
     args.batch_sizes = [int(b) for b in _common.csv(args.batch_sizes)]
     if not set(args.batch_sizes) <= {1, 8}:
         p.error("--batch-sizes takes 1 and/or 8")

@@ -1,4 +1,12 @@
-"""onnxtrim: structured channel pruning of ONNX models from activation statistics."""
+"""onnxtrim: structured channel pruning of ONNX models from activation statistics.
+
+    import onnxtrim
+    result = onnxtrim.trim(onnxtrim.TrimConfig(model="model.onnx", data="calib/", apoz=0.9))
+    result.save()
+"""
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     BridgeError,
@@ -16,6 +24,25 @@ from .errors import (
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:
+    from .api import TrimResult, trim
+    from .config import TrimConfig
+
+# `import onnxtrim` stays as light as the errors: `trim`, `TrimConfig` and `TrimResult` load with their
+# modules on first use (PEP 562), so a caller that only catches onnxtrim's errors, and `onnxtrim --help`,
+# never import onnx, onnxruntime or (ever, on a plain trim) torch.
+_LAZY = {"trim": "api", "TrimResult": "api", "TrimConfig": "config"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'onnxtrim' has no attribute {name!r}")
+
+
 __all__ = [
     "BridgeError",
     "CalibrationError",
@@ -27,6 +54,9 @@ __all__ = [
     "OutputError",
     "PassError",
     "PlanError",
+    "TrimConfig",
+    "TrimResult",
     "VerificationError",
     "__version__",
+    "trim",
 ]

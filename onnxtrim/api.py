@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import onnx
 
-from . import model_io, outputs, stages
+from . import advice, model_io, outputs, stages
 from .analysis.groups import Analysis
-from .calibration.batching import iter_batches
+from .calibration.batching import iter_batches, part_samples
 from .calibration.feeds import Batch, model_input_specs
 from .calibration.labels import read_labels
 from .calibration.readers import open_data
@@ -28,14 +28,17 @@ from .criteria.base import Criterion, Scores
 from .errors import CalibrationError, PlanError, VerificationError
 from .gates import GateResult, evaluate
 from .metrics import cost
+from .passes.apply_plan import apply_plan
 from .plan import PrunePlan, structure_fingerprint
+from .policy import Selection
+from .progress import ProgressLike, Reporter
 from .publish import Publication
 from .report import build_report, to_json
 from .verify import Fidelity
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, int], None]  # (stage, samples just processed)
+Progress = ProgressLike  # a ProgressSink, or a plain function (stage, samples just processed)
 
 
 @dataclass
@@ -50,6 +53,12 @@ class TrimResult:
     gates: list[GateResult] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
     writes: bool = True  # False on torchrun's ranks other than 0: they train alongside, rank 0 publishes
+    scores: Scores | None = None  # the criterion's scores per group (for figures); None with --plan
+
+    @property
+    def warnings(self) -> list[str]:
+        """What a user would want to be told (the report's `warnings`; the command line prints them)."""
+        return list(self.report.get("warnings", []))
 
     @property
     def failed_gates(self) -> list[GateResult]:
@@ -72,55 +81,76 @@ class TrimResult:
         if not self.writes:
             self.written = []
             return self.written
-        output, report_path = self.default_paths()
-        with Publication(overwrite=self.config.overwrite, protected=self.protected) as publication:
+        paths = outputs.trim_outputs(self.config, self.source.path)
+        figures = _figures(self) if self.config.plot is not None and self.config.shard is None else {}
+        with Publication(overwrite=self.config.overwrite, protected=self.protected,
+                         make_dirs=paths.directories) as publication:
             if self.config.save_stats and self.stats is not None:
                 publication.write_bytes(self.config.save_stats, self.stats.to_bytes())
             if self.config.shard is None:
+                for name, png in figures.items():
+                    publication.write_bytes(paths.plot_file(name), png)
                 if self.config.dry_run:
-                    publication.write_bytes(output, (self.plan.to_json() + "\n").encode("utf-8"))
+                    publication.write_bytes(paths.output, (self.plan.to_json() + "\n").encode("utf-8"))
                 elif write_model and self.model is not None:
-                    model_io.stage_model(publication, self.model, output)
-                self.report["output"] = {"path": str(output) if (self.config.dry_run or write_model) else None}
-                publication.write_bytes(report_path, to_json(self.report).encode("utf-8"))
+                    model_io.stage_model(publication, self.model, paths.output)
+                written = self.config.dry_run or (write_model and self.model is not None)
+                self.report["output"] = {"path": str(outputs.absolute(paths.output)) if written else None}
+                publication.write_bytes(paths.report, to_json(self.report).encode("utf-8"))
             self.written = publication.commit()
         return self.written
 
 
-def trim(config: TrimConfig, progress: Progress | None = None) -> TrimResult:
+def _figures(result: TrimResult) -> dict[str, bytes]:
+    from .plots import figures
+
+    return figures(result.report, result.plan, result.scores)
+
+
+def trim(config: TrimConfig, progress: Progress = None) -> TrimResult:
     """Everything the command line does, in memory; `TrimResult.save` writes the outputs.
 
     Raises VerificationError (with the result attached, so the report can still be saved)
-    when `config.check` finds outputs that moved beyond the tolerance.
+    when `config.check` finds outputs that moved beyond the tolerance. `progress` hears every
+    stage start, advance and finish (see `onnxtrim.progress`).
     """
     timings: dict[str, float] = {}
     clock = time.perf_counter()
+    reporter = Reporter(progress)
 
     def lap(stage: str) -> None:
         nonlocal clock
         now = time.perf_counter()
         timings[stage] = now - clock
         clock = now
+        reporter.finish(stage)
 
     outputs.check_outputs(config)  # every output target, before any work: seconds, not minutes, to a typo
+    if config.plot is not None:
+        from .plots import require_matplotlib
+
+        require_matplotlib()
+    reporter.start("analyse")
     source = model_io.load_model(config.model)
     outputs.check_outputs(config, source)  # again, now that the model's data files are known
     model = source.model
     fingerprint = structure_fingerprint(model)
     analysis = stages.analyse(model)
     criterion = config.make_criterion()
+    rounding = config.rounding
     stages.excluded_groups(analysis, config.nodes_to_exclude)  # bad names fail before any calibration
     lap("analyse")
 
     inputs = model_input_specs(model)
-    data = open_data(config.data, inputs) if config.data is not None else None
+    labels = read_labels(config.labels) if config.labels is not None else None
+    data = open_data(config.data, inputs, skip=outputs.read_inputs(config)) if config.data is not None else None
     stats: ChannelStats | None = None
     scores: Scores | None = None
     plan: PrunePlan | None = None
     if config.plan is not None:
         plan = _read_plan(config.plan)
     elif config.iterations == 1 and config.schedule is None:  # iterations and schedules make their own plans
-        stats = _statistics(config, model, analysis, data, inputs, fingerprint, criterion, progress)
+        stats = _statistics(config, model, analysis, data, inputs, fingerprint, criterion, labels, reporter)
         lap("calibrate")
         if config.shard is not None:  # one shard of a calibration: its statistics are the result
             return TrimResult(config, source, PrunePlan(fingerprint, criterion.name, ()), None,
@@ -131,6 +161,8 @@ def trim(config: TrimConfig, progress: Progress | None = None) -> TrimResult:
     lap("plan")
 
     recovery: dict[str, Any] | None = None
+    trimmed: onnx.ModelProto | None
+    trimmed_bytes: bytes | None = None
     writes = True
     if config.recovering:
         from .recovery.launch import launched
@@ -140,49 +172,73 @@ def trim(config: TrimConfig, progress: Progress | None = None) -> TrimResult:
         writes = launch is None or launch.writes
 
         recovered = recover(config, model, analysis, criterion, fingerprint=fingerprint, data=data, inputs=inputs,
-                            labels=read_labels(config.labels) if config.labels is not None else None,
-                            counted=lambda batches, stage: _counted(batches, stage, progress), plan=plan,
-                            calibration=lambda: _calibration(config, data, inputs, progress))
+                            labels=labels, counted=lambda batches, stage: reporter.counted(batches, stage),
+                            plan=plan, calibration=lambda: _calibration(config, data, inputs, reporter))
         trimmed, plan, analysis, recovery = recovered.model, recovered.plan, recovered.analysis, recovered.report
+        reporter.finish("finetune")
     else:
         assert plan is not None
-        trimmed = None if config.dry_run else stages.rewrite(model, plan, analysis, layernorm=config.layernorm)
+        if not config.dry_run:  # stages.rewrite, keeping the bytes the checker saw for the verification session
+            trimmed = apply_plan(model, plan, analysis, layernorm=config.layernorm)
+            trimmed_bytes = model_io.check_model(trimmed)
+        else:
+            trimmed = None
     lap("rewrite")
 
     fidelity = None
     if trimmed is not None and data is not None and config.verify:
-        fidelity = _verify(config, model, trimmed, data, inputs, progress)
+        fidelity = _verify(config, (model, source.payload), (trimmed, trimmed_bytes), data, inputs, labels, reporter)
     lap("verify")
 
     before = cost(model)
     after = stages.projected_cost(analysis, plan) if trimmed is None else cost(trimmed)
-    latency = _latency(config, model, trimmed, after.macs / before.macs if before.macs else None) \
-        if trimmed is not None and config.benchmarks else None
+    latency = None
+    if trimmed is not None and config.benchmarks:
+        reporter.start("bench", 2 * len(config.bench_batch) * len(config.providers) * config.bench_runs)
+        latency = _latency(config, model, trimmed, after.macs / before.macs if before.macs else None, reporter)
     lap("bench")
     first = latency["rows"][0] if latency else None
     gates = evaluate(max_drop=config.max_drop, min_speedup=config.min_speedup, max_latency_ms=config.max_latency_ms,
                      fidelity=fidelity, speedup=first["speedup"] if first else None,
                      latency_ms=first["trimmed_ms"] if first else None)
+    selection = None if config.plan else config.selection(criterion)
     report = build_report(
         model_path=str(source.path), analysis=analysis, plan=plan, scores=scores, criterion=criterion,
-        selection=None if config.plan else _selection_record(config, criterion),
+        selection=None if selection is None else _selection_record(config, selection),
         samples=stats.samples if stats is not None else 0, observed=len(stats.tensors) if stats is not None else 0,
         before=before, after=after, projected=trimmed is None,
-        fidelity=fidelity, timings=timings,
+        fidelity=fidelity, timings=timings, rounding=None if selection is None else rounding.to_dict(),
     )
     report["latency"] = latency
     report["gates"] = [g.to_dict() for g in gates]
     report["recovery"] = recovery
-    result = TrimResult(config, source, plan, trimmed, report, stats, fidelity, gates, writes=writes)
-    failure = _check_failure(config, fidelity)
+    facts = advice.RunFacts(
+        criterion=criterion, selection=selection, plan=plan, samples=stats.samples if stats is not None else 0,
+        measured=stats is not None and bool(stats.tensors) and criterion.needs_data, fidelity=fidelity,
+        written=trimmed is not None and config.shard is None, unverified_because=_unverified(config, data),
+        latency=latency, rounding=rounding.multiple if selection is not None else 0)
+    report["warnings"] = advice.warnings_for(facts)
+    result = TrimResult(config, source, plan, trimmed, report, stats, fidelity, gates, scores=scores, writes=writes)
+    reporter.finish_all()
+    failure = _check_failure(config, facts, report["calibration"]["samples"])
     if failure is not None:
         failure.result = result
         raise failure
     return result
 
 
-def _selection_record(config: TrimConfig, criterion: Criterion) -> dict[str, Any]:
-    selection = config.selection(criterion)
+def _unverified(config: TrimConfig, data: Any) -> str | None:
+    """Why a written model has no fidelity, in words that say how to get one."""
+    given = "--plan" if config.plan is not None else "--load-stats" if config.load_stats is not None else None
+    if not config.verify:
+        return "verification was turned off (--no-verify)"
+    if data is None:
+        return (f"it was made from {given} without --data, " if given else "no --data was given, ") + \
+            "so there was nothing to compare it with the original on; pass --data to verify"
+    return "no samples were left to compare the models on"
+
+
+def _selection_record(config: TrimConfig, selection: Selection) -> dict[str, Any]:
     return {"threshold": selection.threshold, "fraction": selection.fraction, "global": selection.global_ranking,
             "target_macs": selection.target_macs, "target_params": selection.target_params,
             "normalize": selection.normalize, "flops_reg": selection.flops_reg, "min_keep": selection.min_keep,
@@ -191,26 +247,30 @@ def _selection_record(config: TrimConfig, criterion: Criterion) -> dict[str, Any
             "layernorm": config.layernorm}
 
 
-def _check_failure(config: TrimConfig, fidelity: Fidelity | None) -> VerificationError | None:
+def _check_failure(config: TrimConfig, facts: advice.RunFacts, calibration_samples: int) -> VerificationError | None:
     if not config.check or config.dry_run:
         return None
+    fidelity = facts.fidelity
     if fidelity is None:
         return VerificationError("--check found no samples to compare: give --data with at least one sample")
-    if fidelity.max_abs_diff > config.tolerance:
+    if fidelity.outside_tolerance:
+        allowed = f"--tolerance {config.tolerance:g}" + (f" + --rtol {config.rtol:g} x |original|" if config.rtol else "")
         return VerificationError(
-            f"outputs differ by up to {fidelity.max_abs_diff:.3g} on {fidelity.samples} {fidelity.data} samples, "
-            f"above --tolerance {config.tolerance:g}; model not written")
+            f"outputs differ by up to {fidelity.max_abs_diff:.3g} (relative {fidelity.max_rel_diff:.3g}) on "
+            f"{fidelity.samples} {fidelity.data} samples, above {allowed} at {fidelity.outside_tolerance:,} "
+            f"element{'s' if fidelity.outside_tolerance != 1 else ''}; model not written. Cause: "
+            f"{advice.check_cause(facts, calibration_samples)}")
     return None
 
 
 def _latency(config: TrimConfig, model: onnx.ModelProto, trimmed: onnx.ModelProto,
-             macs_ratio: float | None) -> dict[str, Any]:
+             macs_ratio: float | None, reporter: Reporter) -> dict[str, Any]:
     """Original and trimmed timed in one process, interleaved (see `onnxtrim bench`)."""
     from .bench.harness import BenchConfig, benchmark
 
     result = benchmark([model, trimmed], BenchConfig(providers=config.providers, batch_sizes=config.bench_batch,
                                                      runs=config.bench_runs, intra_op_threads=config.bench_threads),
-                       names=["original", "trimmed"])
+                       names=["original", "trimmed"], on_runs=lambda n: reporter.advance("bench", n))
     medians = {(t.provider, t.batch, t.model): t.median_ms for t in result.timings}
     rows = []
     for provider, batch in dict.fromkeys((t.provider, t.batch) for t in result.timings):
@@ -223,7 +283,7 @@ def _latency(config: TrimConfig, model: onnx.ModelProto, trimmed: onnx.ModelProt
 
 
 def _statistics(config: TrimConfig, model: onnx.ModelProto, analysis: Analysis, data, inputs, fingerprint: str,
-                criterion: Criterion, progress: Progress | None) -> ChannelStats:
+                criterion: Criterion, labels, reporter: Reporter) -> ChannelStats:
     requests = criterion.requests(analysis)
     if config.load_stats is not None:
         return _loaded_stats(Path(config.load_stats), fingerprint, requests)
@@ -233,9 +293,8 @@ def _statistics(config: TrimConfig, model: onnx.ModelProto, analysis: Analysis, 
         requests = list(dict.fromkeys([*requests, *saved_requests(analysis)]))
 
     def batches() -> Iterator[Batch]:
-        return _calibration(config, data, inputs, progress)
+        return _calibration(config, data, inputs, reporter)
 
-    labels = read_labels(config.labels) if config.labels is not None else None
     stats = stages.measure(model, analysis, requests, batches, providers=config.providers, fingerprint=fingerprint,
                            labels=labels)
     if config.shard is not None:
@@ -245,13 +304,16 @@ def _statistics(config: TrimConfig, model: onnx.ModelProto, analysis: Analysis, 
     return stats
 
 
-def _calibration(config: TrimConfig, data, inputs, progress: Progress | None) -> Iterator[Batch]:
+def _calibration(config: TrimConfig, data, inputs, reporter: Reporter) -> Iterator[Batch]:
     """The calibration part of the data (this shard of it with --shard), counted for progress."""
     every = iter_batches(data, inputs, batch_size=config.batch_size, max_samples=config.max_samples,
                          holdout=config.holdout, part="calibration")
+    total = None if config.shard is not None else \
+        part_samples(data, max_samples=config.max_samples, holdout=config.holdout, part="calibration")
     if config.shard is not None:
         every = (b for k, b in enumerate(every) if k % config.shard[1] == config.shard[0])
-    return _counted(every, "calibrate", progress)
+    reporter.start("calibrate", total)
+    return reporter.counted(every, "calibrate")
 
 
 def saved_requests(analysis: Analysis) -> list[StatRequest]:
@@ -274,24 +336,29 @@ def _loaded_stats(path: Path, fingerprint: str, requests: list[StatRequest]) -> 
     return stats
 
 
-def _verify(config: TrimConfig, model, trimmed, data, inputs, progress: Progress | None) -> Fidelity | None:
-    labels = read_labels(config.labels) if config.labels is not None else None
-    for part in ("holdout", "calibration") if config.holdout > 0 else ("calibration",):
+def _verify(config: TrimConfig, original: tuple[onnx.ModelProto, bytes | None],
+            result: tuple[onnx.ModelProto, bytes | None], data, inputs, labels, reporter: Reporter) -> Fidelity | None:
+    """Both models on the holdout (on the calibration samples when none are held out). The sessions are
+    built once, from bytes already serialized where there are some (the model file's, the checker's), and a
+    holdout known to be empty beforehand is not read at all."""
+    from . import runtime
+
+    (model, model_bytes), (trimmed, trimmed_bytes) = original, result
+    expected = part_samples(data, max_samples=config.max_samples, holdout=config.holdout, part="holdout")
+    parts = ("holdout", "calibration") if config.holdout > 0 and expected != 0 else ("calibration",)
+    sessions = (runtime.make_session(model, config.providers, payload=model_bytes),
+                runtime.make_session(trimmed, config.providers, payload=trimmed_bytes))
+    for part in parts:
+        reporter.start("verify", part_samples(data, max_samples=config.max_samples, holdout=config.holdout,
+                                              part=part))  # type: ignore[arg-type]
         batches = iter_batches(data, inputs, batch_size=config.batch_size, max_samples=config.max_samples,
-                               holdout=config.holdout, part=part)
-        fidelity = stages.verify(model, trimmed, _counted(batches, "verify", progress), data=part,
-                                 providers=config.providers, labels=labels)
+                               holdout=config.holdout, part=part)  # type: ignore[arg-type]
+        fidelity = stages.verify(model, trimmed, reporter.counted(batches, "verify"), data=part,
+                                 providers=config.providers, labels=labels, atol=config.tolerance,
+                                 rtol=config.rtol, sessions=sessions)
         if fidelity is not None:
             return fidelity
     return None
-
-
-def _counted(batches, stage: str, progress: Progress | None):
-    """Report each batch to `progress` once the consumer has finished with it."""
-    for batch in batches:
-        yield batch
-        if progress is not None:
-            progress(stage, len(batch.indices))
 
 
 def _read_plan(path: str | Path) -> PrunePlan:

@@ -10,6 +10,7 @@ from .criteria import make_criterion
 from .criteria.base import Criterion
 from .errors import ConfigError
 from .policy import Selection
+from .targets import AUTO, Rounding, check_round_to, resolve
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,8 @@ class TrimConfig:
     flops_reg: float = 0.0
     min_keep: int = 1
     max_fraction_per_group: float | None = None
-    round_to: int = 1
+    round_to: int | str = AUTO  # kept counts rounded up to multiples of this; "auto": the target's channel block
+    target_cpu: str | None = None  # "avx2" or "avx512": the CPU "auto" rounds for (default: this machine's)
     nodes_to_exclude: tuple[str, ...] = ()
     layernorm: Literal["exact", "plain"] = "exact"  # LayerNorm over removed channels: statistics over the
     # original width (exact: removing zero channels changes nothing) or over the kept ones (plain)
@@ -58,7 +60,8 @@ class TrimConfig:
     labels: str | Path | None = None
     verify: bool = True
     check: bool = False
-    tolerance: float = 1e-4
+    tolerance: float = 1e-4  # --check: |trimmed - original| <= tolerance + rtol * |original| (numpy's allclose)
+    rtol: float = 0.0
     providers: tuple[str, ...] = ("cpu",)
     save_stats: str | Path | None = None
     load_stats: str | Path | None = None
@@ -73,6 +76,7 @@ class TrimConfig:
     max_latency_ms: float | None = None
     output: str | Path | None = None
     report: str | Path | None = None
+    plot: str | Path | None = None  # a directory for PNG figures (the `plot` extra: matplotlib)
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -104,8 +108,9 @@ class TrimConfig:
             raise ConfigError("--max-samples must be at least 1")
         if not 0.0 <= self.holdout < 1.0:
             raise ConfigError(f"--holdout must be within [0, 1), got {self.holdout}")
-        if self.tolerance < 0:
-            raise ConfigError("--tolerance must not be negative")
+        if self.tolerance < 0 or self.rtol < 0:
+            raise ConfigError("--tolerance and --rtol must not be negative")
+        check_round_to(self.round_to, self.target_cpu)
         if self.layernorm not in ("exact", "plain"):
             raise ConfigError(f"--layernorm must be exact or plain, got {self.layernorm!r}")
         self._check_recovery()
@@ -126,6 +131,11 @@ class TrimConfig:
             raise ConfigError("--max-drop compares outputs on data: pass --data")
         if self.plan is not None and ways:
             raise ConfigError(f"--plan fixes the channels to remove: drop {', '.join(ways)}")
+
+    @property
+    def rounding(self) -> Rounding:
+        """`round_to` resolved: "auto" becomes the channel block of the target providers."""
+        return resolve(self.round_to, self.providers, self.target_cpu)
 
     @property
     def benchmarks(self) -> bool:
@@ -179,4 +189,5 @@ class TrimConfig:
                          target_params=self.target_params, global_ranking=self.global_ranking,
                          normalize=self.normalize or criterion.default_normalize,  # type: ignore[arg-type]
                          flops_reg=self.flops_reg, min_keep=self.min_keep,
-                         max_fraction_per_group=self.max_fraction_per_group, round_to=self.round_to)
+                         max_fraction_per_group=self.max_fraction_per_group,
+                         round_to=self.rounding.multiple)

@@ -51,13 +51,24 @@ class GateResult:
 
 
 def quality_drop(fidelity: Fidelity | None) -> tuple[float | None, str]:
-    """What `--max-drop` compares: accuracy lost with labels, else top-1 disagreement, else 1 - cosine."""
+    """What `--max-drop` compares, in the terms of the primary output's kind (see `verify`): accuracy lost
+    with labels; else top-1 disagreement for class scores, 1 - cosine for embeddings, the relative error
+    for regressions, the share of samples not matching exactly for integer outputs."""
     if fidelity is None:
         return None, "accuracy drop"
     if fidelity.accuracy_drop is not None:
         return fidelity.accuracy_drop, "accuracy drop"
-    if fidelity.top1_agreement is not None:
+    primary = fidelity.primary_output
+    kind = primary.kind if primary is not None else ("class_scores" if fidelity.top1_agreement is not None
+                                                      else "embedding")
+    if kind == "class_scores" and fidelity.top1_agreement is not None:
         return 1.0 - fidelity.top1_agreement, "top-1 disagreement"
+    if kind == "integer" and primary is not None and primary.exact_match is not None:
+        return 1.0 - primary.exact_match, "share of samples not matching exactly"
+    if kind == "regression" and primary is not None:
+        return primary.max_rel_diff, "relative error (max |Δ| / max |original|)"
+    if fidelity.mean_cosine is None:
+        return None, "1 - cosine similarity"
     return 1.0 - fidelity.mean_cosine, "1 - cosine similarity"
 
 

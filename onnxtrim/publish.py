@@ -48,8 +48,9 @@ STAGING_PREFIX = ".onnxtrim-"
 _OVERWRITE = {"overwrite=True": "overwrite"}
 
 
-def destination(path: str | os.PathLike[str]) -> Path:
-    """The final path: the real parent directory (which must exist) and the file name as given."""
+def destination(path: str | os.PathLike[str], creatable: Iterable[str | os.PathLike[str]] = ()) -> Path:
+    """The final path: the real parent directory (which must exist, or be one of `creatable`, whose own
+    parent must exist: one level is created, never a chain) and the file name as given."""
     given = Path(path)
     if "\x00" in os.fspath(given):
         raise OutputError(f"{os.fspath(given)!r}: a path cannot contain NUL")
@@ -58,7 +59,10 @@ def destination(path: str | os.PathLike[str]) -> Path:
     try:
         parent = given.parent.resolve(strict=True)
     except (OSError, RuntimeError):
-        raise OutputError(f"{given}: directory {given.parent} does not exist") from None
+        if os.path.abspath(given.parent) not in {os.path.abspath(d) for d in creatable}:
+            raise OutputError(f"{given}: directory {given.parent} does not exist") from None
+        above = destination(given.parent)  # its parent must exist; the directory itself is made when staging
+        return above / given.name
     if not parent.is_dir():
         raise OutputError(f"{given}: {given.parent} is not a directory")
     return parent / given.name
@@ -96,18 +100,21 @@ def _check(final: Path, guard: _Guard, overwrite: bool) -> None:
 
 
 def check_targets(paths: Sequence[str | os.PathLike[str]], *, overwrite: bool,
-                  protected: Iterable[str | os.PathLike[str]] = ()) -> list[Path]:
+                  protected: Iterable[str | os.PathLike[str]] = (),
+                  creatable: Sequence[str | os.PathLike[str]] = ()) -> list[Path]:
     """Pre-flight: refuse any target a publication would refuse, plus unwritable directories; no file is
-    touched. Returns the final paths, in order."""
+    touched. Returns the final paths, in order. A target in a `creatable` directory that does not exist
+    yet needs a writable parent for it."""
     guard = _Guard(protected)
     finals: list[Path] = []
     for path in paths:
-        final = destination(path)
+        final = destination(path, creatable)
         if final in finals:
             raise OutputError(f"{final}: given for two outputs")
         _check(final, guard, overwrite)
-        if not os.access(final.parent, os.W_OK | os.X_OK):
-            raise OutputError(f"{final}: cannot write in {final.parent}: not writable")
+        directory = final.parent if os.path.isdir(final.parent) else final.parent.parent
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise OutputError(f"{final}: cannot write in {directory}: not writable")
         finals.append(final)
     return finals
 
@@ -116,9 +123,14 @@ class Publication:
     """Stage outputs with `new_file`/`write_bytes`, then `commit`; leaving the block without a commit
     publishes nothing. Not thread-safe; one publication per run."""
 
-    def __init__(self, *, overwrite: bool = False, protected: Iterable[str | os.PathLike[str]] = ()) -> None:
+    def __init__(self, *, overwrite: bool = False, protected: Iterable[str | os.PathLike[str]] = (),
+                 make_dirs: Sequence[str | os.PathLike[str]] = ()) -> None:
+        """`make_dirs`: directories the outputs may go into that do not exist yet (`-o DIR/`): each is made
+        (one level) when the first file is staged into it, and removed again if nothing is published."""
         self.overwrite = overwrite
         self._guard = _Guard(protected)
+        self._creatable = tuple(make_dirs)
+        self._made: list[Path] = []  # directories this publication created, removed unless it commits
         self._stages: dict[Path, Path] = {}  # destination directory -> its staging directory
         self._files: list[tuple[Path, Path]] = []  # (staged, final) in publication order
 
@@ -131,7 +143,7 @@ class Publication:
 
     def target(self, path: str | os.PathLike[str]) -> Path:
         """Check `path` as a further output (before any work on it) and return its final path."""
-        final = destination(path)
+        final = destination(path, self._creatable)
         if any(final == known for _, known in self._files):
             raise OutputError(f"{final}: given for two outputs")
         _check(final, self._guard, self.overwrite)
@@ -182,6 +194,7 @@ class Publication:
             self.discard()
         if interrupted:  # the signal's handler returned instead of stopping the run
             raise OutputError("interrupted by a signal while publishing; nothing was written")
+        self._made = []  # published: the directories stay
         logger.info("published %s", ", ".join(map(str, finals)))
         return finals
 
@@ -192,12 +205,23 @@ class Publication:
                 _, stage = self._stages.popitem()
                 shutil.rmtree(stage, ignore_errors=True)
             self._files = []
+            while self._made:
+                try:
+                    self._made.pop().rmdir()  # only if still empty: nothing of ours is left in it
+                except OSError:
+                    pass
 
     def _stage_dir(self, final: Path) -> Path:
         stage = self._stages.get(final.parent)
         if stage is not None:
             return stage
         with held_signals():  # created and registered together: a signal cannot orphan it
+            if not final.parent.exists() and final.parent in {_resolved(d) for d in self._creatable}:
+                try:
+                    final.parent.mkdir()
+                except OSError as exc:
+                    raise OutputError(f"{final}: cannot create {final.parent}: {exc.strerror or exc}") from None
+                self._made.append(final.parent)
             try:
                 stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=final.parent))
             except OSError as exc:
@@ -231,6 +255,11 @@ class Publication:
                 os.replace(backup, final)
             raise
         return backup
+
+
+def _resolved(directory: str | os.PathLike[str]) -> Path:
+    given = Path(directory)
+    return given.parent.resolve() / given.name
 
 
 def _roll_back(done: Sequence[tuple[Path, Path | None]]) -> None:

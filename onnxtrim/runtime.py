@@ -65,6 +65,7 @@ def make_session(
     optimize: bool = True,
     intra_op_threads: int = 0,
     allow_fallback: bool = False,
+    payload: bytes | None = None,
 ) -> Any:
     """Build an InferenceSession from an in-memory model, on the providers asked for.
 
@@ -96,7 +97,7 @@ def make_session(
             f"execution provider(s) {', '.join(missing)} not available in this onnxruntime "
             f"(available: {', '.join(sorted(available))}); install 'onnxtrim[gpu]' for CUDA"
         )
-    payload = model_io.session_bytes(model)
+    payload = model_io.session_bytes(model, payload=payload)  # the caller's bytes of `model`, when it has them
     session = None if payload is None else ort.InferenceSession(payload, options, providers=wanted)
     if session is None:
         session = _session_from_copy(ort, model, options, wanted)

@@ -15,6 +15,7 @@ Fidelity) and writes nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -120,9 +121,13 @@ def rewrite(model: onnx.ModelProto, plan: PrunePlan, analysis: Analysis | None =
 
 
 def verify(original: onnx.ModelProto, trimmed: onnx.ModelProto, batches: Iterable[Batch], *, data: str = "holdout",
-           providers: Sequence[str] = ("cpu",), labels: np.ndarray | None = None) -> Fidelity | None:
-    """Both models on the same batches; None when there were no samples."""
-    return compare(original, trimmed, batches, data=data, providers=providers, labels=labels)
+           providers: Sequence[str] = ("cpu",), labels: np.ndarray | None = None, atol: float = 1e-4,
+           rtol: float = 0.0, sessions: tuple[Any, Any] | None = None) -> Fidelity | None:
+    """Both models on the same batches, each output compared in the terms of its kind (`verify`); None
+    when there were no samples. `atol`/`rtol`: the allclose tolerance whose violations are counted;
+    `sessions`: onnxruntime sessions of the two models to reuse."""
+    return compare(original, trimmed, batches, data=data, providers=providers, labels=labels, atol=atol, rtol=rtol,
+                   sessions=sessions)
 
 
 def projected_cost(analysis: Analysis, plan: PrunePlan, cost_model: CostModel | None = None) -> Cost:

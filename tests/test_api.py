@@ -30,7 +30,7 @@ def chain_case(tmp_path):
 
 def test_dead_channels_are_removed_and_outputs_unchanged(chain_case):
     path, calib, x = chain_case
-    result = trim(TrimConfig(model=path, data=calib, apoz=1.0))
+    result = trim(TrimConfig(model=path, data=calib, apoz=1.0, round_to=1))
     sizes = {tuple(g["members"]): (g["size"], g["kept"]) for g in result.report["groups"]}
     assert sizes[("Conv#0",)] == (8, 8 - len(CONV_DEAD)) and sizes[("Gemm#5",)] == (16, 16 - len(HIDDEN_DEAD))
     onnx.checker.check_model(result.model, full_check=True)
@@ -47,7 +47,7 @@ def test_apoz_threshold_matches_an_independent_computation(tmp_path):
     onnx.save(models.CHAIN, path)
     x = np.random.default_rng(1).standard_normal((30, 1, 8, 8)).astype(np.float32)
     write_npy_batches(tmp_path / "calib", x, per_file=30)
-    result = trim(TrimConfig(model=path, data=tmp_path / "calib", apoz=0.6, holdout=0.0))
+    result = trim(TrimConfig(model=path, data=tmp_path / "calib", apoz=0.6, holdout=0.0, round_to=1))
     exposed = onnx.ModelProto()
     exposed.CopyFrom(models.CHAIN)
     exposed.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in ("r", "hr"))
@@ -83,11 +83,11 @@ def test_saved_statistics_serve_a_second_trim(chain_case, tmp_path):
 def test_outputs_written_once_and_input_untouched(chain_case):
     path, calib, _ = chain_case
     before = path.read_bytes()
-    result = trim(TrimConfig(model=path, data=calib))
+    result = trim(TrimConfig(model=path, data=calib, round_to=1))
     written = result.save()
     assert [p.name for p in written] == ["chain.trimmed.onnx", "chain.trimmed.report.json"]
     report = json.loads(written[-1].read_text())
-    assert report["schema_version"] == 2 and report["output"]["path"].endswith("chain.trimmed.onnx")
+    assert report["schema_version"] == 3 and report["output"]["path"].endswith("chain.trimmed.onnx")
     with pytest.raises(OutputError):
         trim(TrimConfig(model=path, data=calib)).save()
     with pytest.raises(OutputError):
@@ -100,13 +100,13 @@ def test_python_reader_object_is_accepted(tmp_path):
     onnx.save(models.CHAIN, path)
     rng = np.random.default_rng(2)
     feeds = [{"x": rng.standard_normal((4, 1, 8, 8)).astype(np.float32)} for _ in range(5)]
-    result = trim(TrimConfig(model=path, data=feeds, fraction=0.25))
+    result = trim(TrimConfig(model=path, data=feeds, fraction=0.25, round_to=1))
     assert result.plan.removed > 0 and result.report["calibration"]["samples"] == 16
 
 
 def test_nodes_to_exclude_leaves_their_groups_alone(chain_case):
     path, calib, _ = chain_case
-    result = trim(TrimConfig(model=path, data=calib, apoz=1.0, nodes_to_exclude=("Conv#0",)))
+    result = trim(TrimConfig(model=path, data=calib, apoz=1.0, nodes_to_exclude=("Conv#0",), round_to=1))
     assert [g.members for g in result.plan.groups] == [("Gemm#5",)]
     with pytest.raises(ConfigError, match="no node"):
         trim(TrimConfig(model=path, data=calib, nodes_to_exclude=("nope",)))

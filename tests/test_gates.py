@@ -45,7 +45,7 @@ def test_a_gate_with_nothing_measured_fails():
 
 def test_gates_through_the_command_line(case):
     path, calib = case
-    done = onnxtrim(path, "--data", calib, "--fraction", "0.5", "--max-drop", "0", "--bench", "--bench-runs", "3",
+    done = onnxtrim(path, "--data", calib, "--fraction", "0.5", "--round-to", "1", "--max-drop", "0", "--bench", "--bench-runs", "3",
                     "--max-latency-ms", "1e-6")
     assert done.returncode == 10, done.stderr
     report = json.loads((path.parent / "chain.trimmed.report.json").read_text())

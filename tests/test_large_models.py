@@ -65,7 +65,8 @@ def test_every_large_model_path_on_a_small_model(tmp_path: Path, monkeypatch: py
 
     monkeypatch.setattr(ort, "InferenceSession", spy)
     inputs = snapshot(run)
-    code = cli.main([str(model), "--data", str(run / "calib"), "--check", "--bench", "--bench-runs", "2", "-q"])
+    code = cli.main([str(model), "--data", str(run / "calib"), "--check", "--bench", "--bench-runs", "2",
+                     "--round-to", "1", "-q"])
     assert code == 0
     assert len(sources) == 5 and all(isinstance(s, str) for s in sources)  # probed, verify x2, bench x2
     assert list(scratch.iterdir()) == [], "temporary session or check copies were left behind"
@@ -127,7 +128,7 @@ def test_a_2_3_gb_model_trims_end_to_end(tmp_path: Path) -> None:
     sampler.start()
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "onnxtrim", model, "--data", run / "calib", "--check",
-                                "--tolerance", "1e-3", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                "--tolerance", "1e-3", "--round-to", "1", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                env=env, text=True)
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - started

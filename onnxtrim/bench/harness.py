@@ -327,8 +327,11 @@ def benchmark(
     names: Sequence[str] | None = None,
     session_factory: SessionFactory | None = None,
     clock: Clock = time.perf_counter_ns,
+    on_runs: Callable[[int], None] | None = None,
 ) -> BenchResult:
     """Time every model on every provider and batch size, interleaved, on identical inputs.
+
+    `on_runs(n)` hears the number of timed runs done after each provider and batch size (progress).
 
     `feeds` are cut or tiled along axis 0 to each batch size; without them, inputs are drawn
     from a fixed-seed generator. `session_factory` and `clock` exist so the measurement loop
@@ -367,6 +370,8 @@ def benchmark(
                 summarize(n, provider, batch, s, io_binding=r.io_binding)
                 for n, s, r in zip(labels, samples, runners, strict=True)
             ]
+            if on_runs is not None:
+                on_runs(len(runners) * config.runs)
     return BenchResult(
         config=config,
         timings=tuple(timings),

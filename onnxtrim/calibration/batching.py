@@ -62,6 +62,20 @@ def held_out(indices: np.ndarray, holdout: float | Fraction) -> np.ndarray:
     return np.fromiter((((int(i) + 1) * p) // q > (int(i) * p) // q for i in idx.flat), bool, idx.size)
 
 
+def part_samples(source: DataSource, *, max_samples: int | None, holdout: float, part: Part) -> int | None:
+    """How many samples `iter_batches` will yield for `part`, where the source can count its own
+    beforehand (`samples()`); None otherwise. A static batch may drop a trailing partial batch, so
+    this is an upper bound there (it is for progress bars, not for logic)."""
+    counter = getattr(source, "samples", None)
+    total = counter() if callable(counter) else None
+    if total is None:
+        return None
+    if max_samples is not None:
+        total = min(total, int(max_samples))
+    held = math.floor(total * holdout_fraction(holdout))
+    return {"calibration": total - held, "holdout": held}.get(part, total)
+
+
 def _batch_size(inputs: Sequence[InputSpec], requested: int) -> tuple[int, tuple[str, ...]]:
     """A static batch dim overrides the requested size; returns (size, the inputs whose batch is static)."""
     statics = {spec.name: spec.static_batch for spec in inputs if spec.static_batch is not None}

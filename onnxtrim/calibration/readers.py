@@ -32,7 +32,7 @@ import numpy as np
 from ..errors import CalibrationError
 from .batching import iter_batches
 from .feeds import Batch, DataSource, InputSpec, check_inputs, conform, model_input_specs
-from .safe_files import describe, load_npy, load_npz, load_pb, natural_key, open_regular
+from .safe_files import describe, load_npy, load_npz, load_pb, natural_key, npy_shape, open_regular
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,17 @@ class _FileSource:
             yield Batch(feeds, unit.origin, np.arange(start, start + rows, dtype=np.int64))
             del feeds  # let this file go before the next one is loaded
             start += rows
+
+    def samples(self) -> int | None:
+        """How many samples a pass yields, from the `.npy` headers alone (None for other formats)."""
+        if not self._units or any(unit.kind != "npy" for unit in self._units):
+            return None
+        rank = self._inputs[0].rank
+        total = 0
+        for unit in self._units:
+            shape = npy_shape(unit.path, unit.origin)
+            total += shape[0] if len(shape) == rank else 1
+        return total
 
     def _load(self, unit: _Unit) -> dict[str, np.ndarray]:
         if unit.kind == "npy":
@@ -140,9 +151,17 @@ def _scan_data_set(path: str, display: str) -> _Unit:
     return _Unit(display, "pb", path, tuple(sorted(members)))
 
 
-def _scan_directory(path: str, display: str, inputs: Sequence[InputSpec]) -> _FileSource:
-    """Classify the directory once, eagerly, so format errors surface before any work starts."""
+def _scan_directory(path: str, display: str, inputs: Sequence[InputSpec],
+                    skip: frozenset[str] = frozenset()) -> _FileSource:
+    """Classify the directory once, eagerly, so format errors surface before any work starts.
+
+    `skip`: real paths of files given for something else (labels kept beside the data, as a CI
+    layout `calib/labels.npy` does): not calibration data."""
     entries, links = _list_dir(path, display)
+    given = [entry for entry in entries if os.path.realpath(entry.path) in skip]
+    if given:
+        log.info("%s: not reading %s as calibration data", display, ", ".join(e.name for e in given))
+        entries = [entry for entry in entries if entry not in given]
     found: dict[str, list[_Unit]] = {".npy": [], ".npz": [], "test_data_set_*": []}
     unsupported, models = [], []
     for entry in entries:
@@ -193,7 +212,8 @@ def _require_single_input(where: str, inputs: Sequence[InputSpec]) -> None:
         )
 
 
-def _open_path(spec: str | os.PathLike[str], inputs: Sequence[InputSpec]) -> DataSource:
+def _open_path(spec: str | os.PathLike[str], inputs: Sequence[InputSpec],
+               skip: frozenset[str] = frozenset()) -> DataSource:
     display = os.fspath(spec)
     match = _READER_SPEC.match(display)
     if match:
@@ -202,7 +222,7 @@ def _open_path(spec: str | os.PathLike[str], inputs: Sequence[InputSpec]) -> Dat
     if not os.path.exists(display):
         raise CalibrationError(f"calibration data {display}: no such file or directory")
     if os.path.isdir(display):
-        return _scan_directory(display, display.rstrip("/\\") or display, inputs)
+        return _scan_directory(display, display.rstrip("/\\") or display, inputs, skip)
     suffix = os.path.splitext(display)[1].lower()
     if suffix == ".py":
         raise CalibrationError(f"{display}: name the factory to call, e.g. {display}:make_reader")
@@ -271,8 +291,10 @@ class _ReaderSource:
         *,
         fresh: Callable[[], Any] | None = None,
         obj: object = None,
+        sequence: object = None,
     ) -> None:
         self.description = description
+        self._sequence = sequence  # feed dicts held in memory (a list or tuple): countable beforehand
         self._label = label
         self._inputs = list(inputs)
         self._fresh = fresh
@@ -302,10 +324,24 @@ class _ReaderSource:
             if iter(obj) is obj:
                 return cls(f"iterator {kind}", "reader batch", inputs, obj=obj)
             count = f"{len(obj)} feed dicts" if hasattr(obj, "__len__") else "feed dicts"  # type: ignore[arg-type]
-            return cls(f"{kind} of {count}", "feed dict", inputs, fresh=lambda: obj)
+            return cls(f"{kind} of {count}", "feed dict", inputs, fresh=lambda: obj, sequence=obj)
         raise CalibrationError(
             f"calibration data of type {kind} is not a path, a reader (get_next), a factory or an iterable"
         )
+
+    def samples(self) -> int | None:
+        """How many samples a pass yields, where the data is a sequence in memory (None otherwise)."""
+        items = self._sequence
+        if not isinstance(items, Sequence) or not self._inputs:
+            return None
+        first, total = self._inputs[0], 0
+        for item in items:
+            array = item.get(first.name) if isinstance(item, Mapping) else None
+            shape = getattr(array, "shape", None)
+            if shape is None:
+                return None
+            total += shape[0] if len(shape) == first.rank else 1
+        return total
 
     def batches(self) -> Iterator[Batch]:
         """Start a pass now (so a pass that cannot be made fails at the call, not at first use)."""
@@ -360,16 +396,17 @@ class _ReaderSource:
             start += rows
 
 
-def open_data(spec: Any, inputs: Sequence[InputSpec]) -> DataSource:
+def open_data(spec: Any, inputs: Sequence[InputSpec], *, skip: Sequence[str | os.PathLike[str]] = ()) -> DataSource:
     """Open calibration data for a model whose inputs are `inputs`.
 
     `spec` is a directory or a `.npy`/`.npz` file (str or PathLike), ``"path/reader.py:make_reader"``,
     or a Python object: a reader with ``get_next() -> dict | None`` (onnxruntime's CalibrationDataReader
     protocol), a zero-argument factory returning a reader or an iterable of feed dicts, or an iterable of
-    feed dicts. Format problems that can be seen without reading data are raised here.
+    feed dicts. Format problems that can be seen without reading data are raised here. Files in `skip`
+    (labels, for instance) are never read as data, even inside a data directory.
     """
     inputs = list(inputs)
     check_inputs(inputs)
     if isinstance(spec, (str, os.PathLike)):
-        return _open_path(spec, inputs)
+        return _open_path(spec, inputs, frozenset(os.path.realpath(p) for p in skip))
     return _ReaderSource.from_object(spec, inputs)

@@ -132,6 +132,12 @@ def _declared_bytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
     return math.prod(shape) * dtype.itemsize
 
 
+def npy_shape(path: str, origin: str) -> tuple[int, ...]:
+    """The shape a `.npy` header declares, without reading the data (to count samples beforehand)."""
+    with open_regular(path, origin) as (fp, _):
+        return _read_npy_header(fp, origin)[0]
+
+
 def load_npy(path: str, origin: str) -> np.ndarray:
     """Memory-map a `.npy` file read-only after checking its header against the file size."""
     with open_regular(path, origin) as (fp, size):

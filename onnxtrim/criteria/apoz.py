@@ -36,6 +36,7 @@ class APoZ(Criterion):
     unit = "APoZ"
     removes = "high"
     default_threshold = 1.0  # only never-active channels: lossless on the calibration data
+    lossless_threshold = 1.0  # removes only channels exactly silent on the data
     paper = "Hu et al. 2016, Network Trimming"
 
     def requests(self, analysis: Analysis) -> list[StatRequest]:

@@ -46,6 +46,9 @@ class Criterion(ABC):
     unit: str = ""
     removes: Literal["high", "low"] = "low"
     default_threshold: float | None = None  # what a bare run removes; None: the user must choose
+    # The threshold that removes only channels that contribute exactly nothing on the calibration data
+    # (a difference on other data then means the calibration missed something); None: no such threshold.
+    lossless_threshold: float | None = None
     default_normalize: str = "none"  # per-group score normalisation unless the user picks one
     needs_data: bool = True
     needs_gradients: bool = False

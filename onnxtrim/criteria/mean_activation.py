@@ -22,6 +22,7 @@ class MeanActivation(Criterion):
     unit = "mean |a|"
     removes = "low"
     default_threshold = 0.0
+    lossless_threshold = 0.0  # removes only channels exactly silent on the data
     paper = "Molchanov et al. 2017 (activation baseline)"
 
     def requests(self, analysis: Analysis) -> list[StatRequest]:

@@ -57,13 +57,25 @@ def test_calibration_cost(cache_dir, tmp_path):
 
 
 def test_speedup(cache_dir, tmp_path):
+    from onnxtrim.bench.device import cpu_channel_block
+
     data = run_quick("speedup", cache_dir, tmp_path)
     variants = data["models"]["resnet18"]["variants"]
-    assert set(variants) == {"-30%", "-50%"}
+    block = cpu_channel_block()  # no --round-to: the default a trim uses, this CPU's channel block
+    assert set(variants) == {f"-30% auto r{block}", f"-50% auto r{block}"}
+    assert all(v["round_to"] == block and v["round_to_given"] == "auto" for v in variants.values())
     for v in variants.values():
         assert 0 < v["macs_ratio"] < 1
         for batch in ("1", "8"):
             assert finite(v["latency_ratio"][batch]) and finite(v["latency_over_macs"][batch])
+
+
+def test_end_to_end(cache_dir, tmp_path):
+    data = run_quick("end_to_end", cache_dir, tmp_path)
+    entry = data["models"]["resnet18"]
+    assert finite(entry["ratio"]) and entry["samples"] == 64 and entry["calibration_samples"] == 52
+    assert all(finite(r["plain_s"]) and finite(r["trim_s"]) for r in entry["rounds"])
+    assert {"analyse", "calibrate", "verify"} <= set(entry["timings_s"])
 
 
 def test_analysis_time(cache_dir, tmp_path):

@@ -16,7 +16,7 @@ from tests.helpers.cli import ROOT, onnxtrim
 
 def test_trim_writes_model_and_report_and_prints_summary(case):
     path, calib = case
-    done = onnxtrim(path, "--data", calib, "--apoz", "1.0", "--check")
+    done = onnxtrim(path, "--data", calib, "--apoz", "1.0", "--check", "--round-to", "1")
     assert done.returncode == 0, done.stderr
     assert "8 → 6" in done.stdout and "16 → 13" in done.stdout and "fidelity" in done.stdout
     report = json.loads((path.parent / "chain.trimmed.report.json").read_text())
@@ -28,12 +28,14 @@ def test_trim_writes_model_and_report_and_prints_summary(case):
 def test_hint_names_this_cpus_channel_block_until_counts_are_rounded_to_it(case):
     block = cpu_channel_block()
     path, calib = case
-    done = onnxtrim(path, "--data", calib, "--apoz", "1.0")
+    done = onnxtrim(path, "--data", calib, "--apoz", "1.0", "--round-to", "1")
     said = " ".join(done.stdout.split())
     assert f"2 trimmed groups keep channel counts that are not multiples of {block}" in said
-    assert f"Try --round-to {block} and --bench" in said
+    assert "Try --round-to auto (the default) and --bench" in said
     rounded = onnxtrim(path, "--data", calib, "--apoz", "1.0", "--round-to", block, "--overwrite")
     assert rounded.returncode == 0 and "hint:" not in rounded.stdout
+    automatic = onnxtrim(path, "--data", calib, "--apoz", "1.0", "--overwrite")
+    assert automatic.returncode == 0 and "hint:" not in automatic.stdout
 
 
 def test_second_run_refuses_to_overwrite_then_overwrites(case):
@@ -77,7 +79,7 @@ def test_mismatched_input_shape_names_the_file(case, tmp_path):
 
 def test_failed_check_is_exit_5_and_writes_no_model(case):
     path, calib = case
-    done = onnxtrim(path, "--data", calib, "--fraction", "0.6", "--check", "--tolerance", "0")
+    done = onnxtrim(path, "--data", calib, "--fraction", "0.6", "--round-to", "1", "--check", "--tolerance", "0")
     assert done.returncode == 5 and "tolerance" in done.stderr
     assert not (path.parent / "chain.trimmed.onnx").exists()
     assert (path.parent / "chain.trimmed.report.json").exists()

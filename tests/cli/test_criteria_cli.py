@@ -21,9 +21,9 @@ def report_of(path):
 
 def test_data_free_filter_norm_needs_no_data_and_says_nothing_was_verified(case):
     path, _ = case
-    done = onnxtrim(path, "--criterion", "l1", "--fraction", "0.25")
+    done = onnxtrim(path, "--criterion", "l1", "--fraction", "0.25", "--round-to", "1")
     assert done.returncode == 0, done.stderr
-    assert "not verified: no calibration data" in done.stdout and "min L1" in done.stdout
+    assert "written without verification: no --data was given" in done.stdout and "min L1" in done.stdout
     report = report_of(path)
     assert report["criterion"]["name"] == "l1" and report["fidelity"] is None
     assert {(g["size"], g["kept"]) for g in report["groups"] if g["removed"]} == {(8, 6), (16, 12)}
@@ -52,7 +52,7 @@ def test_unknown_or_non_producer_excluded_nodes_fail_before_calibration(case):
 
 def test_excluded_producers_keep_their_channels(case):
     path, calib = case
-    done = onnxtrim(path, "--data", calib, "--nodes-to-exclude", "Conv#0")
+    done = onnxtrim(path, "--data", calib, "--nodes-to-exclude", "Conv#0", "--round-to", "1")
     assert done.returncode == 0, done.stderr
     groups = {tuple(g["members"]): g for g in report_of(path)["groups"]}
     assert groups[("Conv#0",)]["removed"] == 0 and "excluded by nodes_to_exclude (Conv#0)" in groups[("Conv#0",)]["reasons"]
@@ -61,7 +61,8 @@ def test_excluded_producers_keep_their_channels(case):
 
 def test_mean_activation_at_zero_removes_exactly_the_silent_channels(case):
     path, calib = case
-    done = onnxtrim(path, "--data", calib, "--criterion", "mean-activation", "--check", "--tolerance", "1e-5")
+    done = onnxtrim(path, "--data", calib, "--criterion", "mean-activation", "--check", "--tolerance", "1e-5",
+                    "--round-to", "1")
     assert done.returncode == 0, done.stderr
     assert report_of(path)["removed_channels"] == 5  # chain_case's 2 dead conv channels and 3 dead units
 
@@ -81,7 +82,7 @@ def test_magnitude_masks_every_layer_to_the_sparsity(case):
 
 def test_relief_masks_connections_and_removes_the_dead_neurons(case):
     path, calib = case
-    done = onnxtrim(path, "--data", calib, "--criterion", "relief")
+    done = onnxtrim(path, "--data", calib, "--criterion", "relief", "--round-to", "1")
     assert done.returncode == 0, done.stderr
     report = report_of(path)
     assert report["masked_weights"] > 0 and report["removed_channels"] >= 5
@@ -90,7 +91,8 @@ def test_relief_masks_connections_and_removes_the_dead_neurons(case):
 
 def test_target_macs_is_met(case):
     path, calib = case
-    done = onnxtrim(path, "--data", calib, "--criterion", "mean-activation", "--target-macs", "0.5", "--global")
+    done = onnxtrim(path, "--data", calib, "--criterion", "mean-activation", "--target-macs", "0.5", "--global",
+                    "--round-to", "1")
     assert done.returncode == 0, done.stderr
     assert report_of(path)["cost"]["macs_ratio"] <= 0.5
 
@@ -106,14 +108,15 @@ def test_shards_merge_on_the_command_line_and_mixing_is_refused(case, tmp_path):
     assert merged.returncode == 0 and "32 samples" in merged.stdout, merged.stderr
     again = onnxtrim("stats", "merge", tmp_path / "s0.npz", tmp_path / "s0.npz", "-o", tmp_path / "bad.npz")
     assert again.returncode == 4 and "not disjoint shards" in again.stderr and not (tmp_path / "bad.npz").exists()
-    done = onnxtrim(path, "--load-stats", tmp_path / "all.npz", "--apoz", "1.0")
+    done = onnxtrim(path, "--load-stats", tmp_path / "all.npz", "--apoz", "1.0", "--round-to", "1")
     assert done.returncode == 0 and report_of(path)["removed_channels"] == 5, done.stderr
 
 
 def test_check_is_enforced_from_python_too(case):
     path, calib = case
     with pytest.raises(VerificationError) as caught:
-        trim(TrimConfig(model=path, data=calib, criterion="mean-activation", fraction=0.5, check=True))
+        trim(TrimConfig(model=path, data=calib, criterion="mean-activation", fraction=0.5, check=True,
+                        round_to=1))
     assert caught.value.result is not None and caught.value.result.report["fidelity"]["max_abs_diff"] > 1e-4
 
 
@@ -141,7 +144,7 @@ def test_taylor_through_the_torch_bridge_with_labels(case, tmp_path):
     labels = tmp_path / "labels.npy"
     np.save(labels, np.random.default_rng(0).integers(0, 10, 40))
     done = onnxtrim(path, "--data", calib, "--labels", labels, "--criterion", "taylor", "--fraction", "0.25", "--global",
-                    "--max-fraction-per-group", "0.5")
+                    "--max-fraction-per-group", "0.5", "--round-to", "1")
     assert done.returncode == 0, done.stderr
     report = report_of(path)
     assert report["criterion"]["name"] == "taylor" and report["criterion"]["selection"]["normalize"] == "l2"

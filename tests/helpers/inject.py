@@ -6,6 +6,8 @@
         the 2nd os.fsync fails with that errno (disk full) instead of running
     python -m tests.helpers.inject raise onnxtrim.stages:apply_plan [onnxtrim.errors:PassError] -- MODEL ...
         that function raises the exception (RuntimeError by default: an internal error, as a bug would)
+    python -m tests.helpers.inject slow 2 0.002 -- MODEL --bench ...
+        every 2nd model the bench harness times (the trimmed one of --bench) sleeps 2 ms per run
 
 Everything else is the real CLI in a real process (signal handlers, exit status, death by signal), so the
 test observes exactly what a user's shell would.
@@ -41,6 +43,32 @@ def _raise(code: int) -> None:
     raise OSError(code, os.strerror(code))
 
 
+def _slow(every: int, seconds: float) -> None:
+    """Every `every`-th runner the bench harness makes sleeps `seconds` before each call."""
+    import time
+
+    from onnxtrim.bench import harness
+
+    real = harness.make_runner
+    made = 0
+
+    def make_runner(*args: Any, **kwargs: Any) -> Any:
+        nonlocal made
+        made += 1
+        runner = real(*args, **kwargs)
+        if made % every:
+            return runner
+
+        def slower() -> Any:
+            time.sleep(seconds)
+            return runner()
+
+        slower.io_binding = runner.io_binding  # type: ignore[attr-defined]
+        return slower
+
+    harness.make_runner = make_runner  # type: ignore[assignment]
+
+
 def _named(spec: str) -> Any:
     module, attr = spec.split(":")
     return getattr(importlib.import_module(module), attr)
@@ -64,6 +92,8 @@ def main(argv: list[str]) -> int:
     elif spec[0] == "oserror":
         code = int(getattr(errno, spec[1]))
         _before(spec[2], int(spec[3]), lambda: _raise(code))
+    elif spec[0] == "slow":
+        _slow(int(spec[1]), float(spec[2]))
     elif spec[0] == "raise":
         _broken(spec[1], _named(spec[2]) if len(spec) > 2 else RuntimeError)
     else:
