@@ -202,7 +202,8 @@ def analyse(graph: gs.Graph, *, attention: AttentionMode = "heads") -> Analysis:
             reason = str(barrier)
             barriers.append(BarrierRecord(ctx.name, node.op, reason))
             for i in ctx.tracked_inputs():
-                table.block(ctx.tracked(i).elems, reason)
+                if (blocked := ctx.tracked(i)) is not None:
+                    table.block(blocked.elems, reason)
             continue
         for i, t in ctx.outputs.items():
             tracked[node.outputs[i].name] = t

@@ -60,8 +60,9 @@ def unsqueeze(ctx: RuleContext) -> None:
     if rank is None:
         raise Barrier(f"Unsqueeze node '{ctx.name}': input rank unknown")
     raw = ctx.attr("axes")
-    if raw is None and ctx.const(1) is not None:
-        raw = ctx.const(1).reshape(-1).tolist()
+    given = ctx.const(1) if raw is None else None
+    if raw is None and given is not None:
+        raw = given.reshape(-1).tolist()
     if raw is None:
         raise Barrier(f"Unsqueeze node '{ctx.name}' has computed axes")
     axes = sorted(normalise_axis(int(a), rank + len(raw)) for a in raw)
@@ -105,9 +106,10 @@ def concat(ctx: RuleContext) -> None:
             parts.append(tracked[i].elems)
             continue
         shape = ctx.const_shape(i) or ctx.shape(i)
-        if shape is None or not isinstance(shape[axis], int):
+        count = shape[axis] if shape is not None else None
+        if not isinstance(count, int):
             raise Barrier(f"Concat node '{ctx.name}': input {i} has an unknown channel count")
-        parts.append(ctx.fixed(int(shape[axis]), f"Concat '{ctx.name}' input {i} carries channels of unknown origin"))
+        parts.append(ctx.fixed(count, f"Concat '{ctx.name}' input {i} carries channels of unknown origin"))
     ctx.set_output(0, Tracked(axis, np.concatenate(parts)))
 
 
@@ -150,11 +152,11 @@ def slice_op(ctx: RuleContext) -> None:
     if rank is None or ctx.opset < 10:
         raise Barrier(f"Slice node '{ctx.name}': input rank unknown or opset below 10")
     starts, ends = ctx.const(1), ctx.const(2)
-    axes = ctx.const(3) if ctx.input(3) is not None else np.arange(len(starts) if starts is not None else 0)
+    given = ctx.const(3) if ctx.input(3) is not None else np.arange(len(starts) if starts is not None else 0)
     steps = ctx.const(4) if ctx.input(4) is not None else None
-    if starts is None or ends is None or axes is None or (ctx.input(4) is not None and steps is None):
+    if starts is None or ends is None or given is None or (ctx.input(4) is not None and steps is None):
         raise Barrier(f"Slice node '{ctx.name}' has computed bounds")
-    axes = [normalise_axis(int(a), rank) for a in axes.reshape(-1)]
+    axes = [normalise_axis(int(a), rank) for a in given.reshape(-1)]
     if x.axis not in axes:
         ctx.set_output(0, x)
         return

@@ -19,9 +19,10 @@ def elementwise(ctx: RuleContext) -> None:
     broadcast along the channel axis are sliced with it; other activations are barriers."""
     ctx.require_single_output()
     out_shape = ctx.out_shape(0)
-    ranks = [ctx.rank(i) if ctx.input(i) is not None else 0 for i in range(ctx.n_inputs())]
-    if None in ranks:
+    maybe_ranks = [ctx.rank(i) if ctx.input(i) is not None else 0 for i in range(ctx.n_inputs())]
+    if None in maybe_ranks:
         raise Barrier(f"{ctx.node.op} node '{ctx.name}': an input has unknown rank")
+    ranks = [int(r) for r in maybe_ranks if r is not None]
     out_rank = max(ranks) if out_shape is None else len(out_shape)
     tracked: dict[int, Tracked] = {i: t for i in ctx.tracked_inputs() if (t := ctx.tracked(i)) is not None}
     out_axes = {t.axis + out_rank - ranks[i] for i, t in tracked.items()}
@@ -40,6 +41,7 @@ def elementwise(ctx: RuleContext) -> None:
         if axis < 0:
             continue
         const = ctx.const_shape(i)
+        size: int | str | None
         if const is not None:
             size = const[axis]
         else:
@@ -119,8 +121,8 @@ def pad(ctx: RuleContext) -> None:
     if pads is None or rank is None:
         raise Barrier(f"Pad node '{ctx.name}' has non-constant pads")
     pads = list(np.asarray(pads).reshape(-1))
-    axes = ctx.const(3) if ctx.n_inputs() > 3 and ctx.input(3) is not None else None
-    axes = list(range(rank)) if axes is None else [normalise_axis(int(a), rank) for a in axes]
+    given = ctx.const(3) if ctx.n_inputs() > 3 and ctx.input(3) is not None else None
+    axes = list(range(rank)) if given is None else [normalise_axis(int(a), rank) for a in given]
     if x.axis in axes:
         k = axes.index(x.axis)
         if pads[k] != 0 or pads[k + len(axes)] != 0:

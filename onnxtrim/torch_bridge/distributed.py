@@ -39,6 +39,7 @@ import atexit
 import inspect
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -73,7 +74,7 @@ class DataParallel:
         ids = [self.device.index] if self.device.type == "cuda" else None
         # torch 2.14 renamed broadcast_buffers (now deprecated, with a warning) to forward_sync_buffers
         quiet = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
-        sync = {"forward_sync_buffers": False} if quiet else {"broadcast_buffers": False}
+        sync: dict[str, Any] = {"forward_sync_buffers": False} if quiet else {"broadcast_buffers": False}
         return DistributedDataParallel(module, device_ids=ids, **sync)
 
     def share(self, batch: Batch) -> tuple[Batch, float]:
