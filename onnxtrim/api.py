@@ -28,7 +28,6 @@ from .criteria.base import Criterion, Scores
 from .errors import CalibrationError, PlanError, VerificationError
 from .gates import GateResult, evaluate
 from .metrics import cost
-from .passes.apply_plan import apply_plan
 from .plan import PrunePlan, structure_fingerprint
 from .policy import Selection
 from .progress import ProgressLike, Reporter
@@ -178,11 +177,9 @@ def trim(config: TrimConfig, progress: Progress = None) -> TrimResult:
         reporter.finish("finetune")
     else:
         assert plan is not None
-        if not config.dry_run:  # stages.rewrite, keeping the bytes the checker saw for the verification session
-            trimmed = apply_plan(model, plan, analysis, layernorm=config.layernorm)
-            trimmed_bytes = model_io.check_model(trimmed)
-        else:
-            trimmed = None
+        trimmed = None
+        if not config.dry_run:
+            trimmed, trimmed_bytes = stages.rewrite_checked(model, plan, analysis, layernorm=config.layernorm)
     lap("rewrite")
 
     fidelity = None

@@ -115,9 +115,15 @@ def rewrite(model: onnx.ModelProto, plan: PrunePlan, analysis: Analysis | None =
 
     `layernorm`: "exact" keeps a trimmed LayerNorm's statistics over the original width
     (removing zero channels changes nothing), "plain" normalises over the kept channels."""
+    return rewrite_checked(model, plan, analysis, layernorm=layernorm)[0]
+
+
+def rewrite_checked(model: onnx.ModelProto, plan: PrunePlan, analysis: Analysis | None = None, *,
+                    layernorm: LayerNormMode = "exact") -> tuple[onnx.ModelProto, bytes | None]:
+    """`rewrite`, with the bytes the checker saw (None for a model over 2 GiB, checked by path): a
+    verification session built from them saves serializing the trimmed model again."""
     trimmed = apply_plan(model, plan, analysis, layernorm=layernorm)
-    model_io.check_model(trimmed)
-    return trimmed
+    return trimmed, model_io.check_model(trimmed)
 
 
 def verify(original: onnx.ModelProto, trimmed: onnx.ModelProto, batches: Iterable[Batch], *, data: str = "holdout",
