@@ -60,3 +60,7 @@ __all__ = [
     "__version__",
     "trim",
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -13,6 +13,7 @@ from onnxtrim.calibration.probes import add_probes
 from onnxtrim.calibration.readers import Batch
 from onnxtrim.calibration.requests import StatRequest, basic_requests
 from onnxtrim.calibration.stats import ChannelStats
+from onnxtrim.criteria import make_criterion
 from onnxtrim.criteria.apoz import activation_points
 from onnxtrim.errors import CalibrationError
 from onnxtrim.runtime import import_ort
@@ -55,8 +56,20 @@ def data() -> np.ndarray:
     return x
 
 
-def test_statistics_equal_numpy_over_exposed_activations(data):
-    model = models.CHAIN
+def at_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
+    """The same graph declared at another opset (CHAIN's ops mean the same from opset 9 on)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    copy.opset_import[0].version = version
+    onnx.checker.check_model(copy, full_check=True)
+    return copy
+
+
+@pytest.mark.parametrize("opset", [9, 10, 17])
+def test_statistics_equal_numpy_over_exposed_activations(data, opset):
+    """At opsets 9 and 10 too (issue 11): no probe may use an op or a form newer than the model's opset
+    (Equal on floats, ReduceSum's axes input), or onnxruntime refuses the probed model."""
+    model = at_opset(models.CHAIN, opset)
     analysis = analysis_of(model)
     # one tensor reduced in the blocked layout (Conv→Relu, per-sample means), one by plain reductions
     assert sorted(o.blocked_layout for o in observed_tensors(analysis)) == [False, True]
@@ -166,3 +179,20 @@ wide (float[N,1,256,256] x, float[1,1,1,1] w, float[1] b, float[5,1] wf) => (flo
     stats = collect_stats(model, analysis, batches_of(x, 512), [StatRequest("r", 1, "zeros")], fingerprint="f")
     activation = run(exposed(model, ["r"]), {"x": x})[1]
     np.testing.assert_array_equal(stats.tensors["r"].sums["zeros"], (activation == 0).sum(axis=(0, 2, 3)))
+
+
+@pytest.mark.parametrize("opset", [9, 10])
+@pytest.mark.parametrize("name", ["mean-activation", "relief"])
+def test_every_criterion_measures_at_opsets_9_and_10_what_it_measures_at_17(data, name, opset):
+    def measured(model):
+        analysis = analysis_of(model)
+        stats = collect_stats(model, analysis, batches_of(data, 5), make_criterion(name).requests(analysis),
+                              fingerprint="f")
+        return {t: s.sums for t, s in stats.tensors.items()}
+
+    old, new = measured(at_opset(models.CHAIN, opset)), measured(models.CHAIN)
+    assert old.keys() == new.keys() and old
+    for tensor, sums in new.items():
+        assert sums.keys() == old[tensor].keys()
+        for kind, value in sums.items():
+            np.testing.assert_allclose(old[tensor][kind], value, rtol=1e-6, err_msg=f"{tensor} {kind}")
