@@ -34,10 +34,14 @@ def apply_masks(model: onnx.ModelProto, plan: PrunePlan) -> onnx.ModelProto:
     return ir.to_model(graph, model)
 
 
-def mask_weights(graph: gs.Graph, masks: Sequence[WeightMask], fresh: Callable[[str], str]) -> None:
-    """Give each masked node input a zeroed copy of its constant, in place. `graph` must be sorted."""
+def mask_weights(graph: gs.Graph, masks: Sequence[WeightMask], fresh: Callable[[str], str], *,
+                 as_masks: bool = False) -> list[tuple[gs.Node, int]]:
+    """Give each masked node input a zeroed copy of its constant, in place; the (node, input) pairs
+    masked. `graph` must be sorted. With `as_masks` the copy holds the mask itself (1 kept, 0
+    dropped), so that a rewrite of that graph shows where the masked entries end up."""
     if not masks:
-        return
+        return []
+    done: list[tuple[gs.Node, int]] = []
     nodes = {ir.node_label(node, index): node for index, node in enumerate(graph.nodes)}
     for mask in masks:
         node = nodes.get(mask.node)
@@ -49,5 +53,10 @@ def mask_weights(graph: gs.Graph, masks: Sequence[WeightMask], fresh: Callable[[
         if value is None or value.shape != mask.keep.shape:
             raise PassError(f"apply_masks: mask of shape {list(mask.keep.shape)} does not fit input "
                             f"{mask.input_index} of node '{mask.node}'")
-        masked = np.where(mask.keep, value, np.zeros((), dtype=value.dtype)).astype(value.dtype, copy=False)
+        if as_masks:
+            masked = mask.keep.astype(value.dtype)
+        else:
+            masked = np.where(mask.keep, value, np.zeros((), dtype=value.dtype)).astype(value.dtype, copy=False)
         node.inputs[mask.input_index] = gs.Constant(fresh(source.name), np.ascontiguousarray(masked))
+        done.append((node, mask.input_index))
+    return done

@@ -51,22 +51,49 @@ def apply_plan(model: onnx.ModelProto, plan: PrunePlan, analysis: Analysis | Non
     `layernorm` chooses how a LayerNormalization over removed channels is rewritten
     (`passes.layer_norm`: "exact" keeps its statistics over the original width).
     """
-    if layernorm not in LAYERNORM_MODES:
-        raise PassError(f"apply_plan: layernorm must be one of {', '.join(LAYERNORM_MODES)}, got {layernorm!r}")
-    graph, analysis, removed = analysed_for(model, plan, analysis)
-    names = NameSource(graph)
-    if plan.masks:
-        mask_weights(graph, plan.masks, names.fresh)
-    if removed.any():
-        rewrite(graph, analysis, removed, names, layernorm=layernorm)
-    names.restore_original_names(graph)
+    graph, _ = _trimmed_graph(model, plan, analysis, layernorm, as_masks=False)
     trimmed = ir.to_model(graph, model)
     # graphsurgeon's graph is a web of cycles (tensors <-> nodes) holding the sliced weights, as large as
     # the trimmed model: left to the cyclic collector they stayed alive through verification (+1.6 GiB on
     # a 2.3 GB model, while two onnxruntime sessions were being built).
-    del graph, analysis
+    del graph
     gc.collect()
     return trimmed
+
+
+def masked_weights(model: onnx.ModelProto, plan: PrunePlan, analysis: Analysis | None = None, *,
+                   layernorm: LayerNormMode = "exact") -> dict[str, np.ndarray]:
+    """Where the model `apply_plan` returns holds the plan's weight masks: initializer name → keep
+    (False at the entries set to zero), for fine-tuning that must keep them zero. The same rewrite
+    runs on the masks themselves (1 kept, 0 dropped), so names and slicing are exactly its own."""
+    if not plan.masks:
+        return {}
+    graph, masked = _trimmed_graph(model, plan, analysis, layernorm, as_masks=True)
+    held: dict[str, np.ndarray] = {}
+    alive = {id(node) for node in graph.nodes}
+    for node, index in masked:
+        if id(node) not in alive:  # the rewrite removed the node, and its weight with it
+            continue
+        value = ir.const_value(node.inputs[index])
+        if value is None:
+            raise PassError(f"masked_weights: input {index} of node '{node.name}' is no longer a constant")
+        held[node.inputs[index].name] = np.asarray(value) != 0
+    del graph
+    gc.collect()
+    return held
+
+
+def _trimmed_graph(model: onnx.ModelProto, plan: PrunePlan, analysis: Analysis | None, layernorm: LayerNormMode, *,
+                   as_masks: bool) -> tuple[gs.Graph, list[tuple[gs.Node, int]]]:
+    if layernorm not in LAYERNORM_MODES:
+        raise PassError(f"apply_plan: layernorm must be one of {', '.join(LAYERNORM_MODES)}, got {layernorm!r}")
+    graph, analysis, removed = analysed_for(model, plan, analysis)
+    names = NameSource(graph)
+    masked = mask_weights(graph, plan.masks, names.fresh, as_masks=as_masks)
+    if removed.any():
+        rewrite(graph, analysis, removed, names, layernorm=layernorm)
+    names.restore_original_names(graph)
+    return graph, masked
 
 
 def rewrite(graph: gs.Graph, analysis: Analysis, removed: np.ndarray, names: NameSource, *,

@@ -22,6 +22,7 @@ from ..criteria.base import Criterion
 from ..errors import FinetuneError
 from ..gates import quality_drop
 from ..metrics import cost
+from ..passes.apply_plan import masked_weights
 from ..passes.layer_norm import LayerNormMode
 from ..plan import PrunePlan, structure_fingerprint
 from ..policy import Selection
@@ -67,7 +68,8 @@ def iterate(original: onnx.ModelProto, criterion: Criterion, selection: Selectio
             reason = f"nothing more crosses the threshold after {number - 1} iterations"
             break
         try:
-            tuned, record = fine_tune(stages.rewrite(model, plan, analysis, layernorm=layernorm), original, training)
+            tuned, record = fine_tune(stages.rewrite(model, plan, analysis, layernorm=layernorm), original, training,
+                                      held=masked_weights(model, plan, analysis, layernorm=layernorm))
         except FinetuneError as error:
             if last is None:
                 raise

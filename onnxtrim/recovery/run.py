@@ -20,6 +20,7 @@ from ..calibration.readers import open_data
 from ..config import TrimConfig
 from ..criteria.base import Criterion
 from ..errors import ConfigError
+from ..passes.apply_plan import masked_weights
 from ..plan import PrunePlan
 from .gradual import gradual
 from .iterate import iterate
@@ -63,7 +64,8 @@ def recover(config: TrimConfig, model: onnx.ModelProto, analysis: Analysis, crit
     assert plan is not None
     trimmed = stages.rewrite(model, plan, analysis, layernorm=config.layernorm)
     before = holdout_fidelity(model, trimmed, training)
-    tuned, record = fine_tune(trimmed, model, training)
+    tuned, record = fine_tune(trimmed, model, training,
+                              held=masked_weights(model, plan, analysis, layernorm=config.layernorm))
     after = holdout_fidelity(model, tuned, training)
     return Recovered(tuned, plan, analysis, {
         "mode": "finetune", "training": record.to_dict(),

@@ -52,12 +52,27 @@ class TrainingRecord:
 
 def fine_tune(model: onnx.ModelProto, original: onnx.ModelProto, training: Training, *,
               on_step: Callable[[int, Any], None] | None = None, on_start: Callable[[Any], None] | None = None,
-              masks: Any = None) -> tuple[onnx.ModelProto, TrainingRecord]:
+              masks: Any = None, held: dict[str, np.ndarray] | None = None) -> tuple[onnx.ModelProto, TrainingRecord]:
     """Train `model` towards `original` (or the labels); `on_step(step, module)` and `on_start(module)`
-    are the schedule's hooks, `masks` (a torch_bridge.MaskSet) holds weights at zero."""
-    from ..torch_bridge import finetune, write_back
+    are the schedule's hooks, `masks` (a torch_bridge.MaskSet) holds weights at zero, and so does
+    `held` (initializer name → keep, `passes.apply_plan.masked_weights`): a plan's weight masks,
+    which training would otherwise revive."""
+    from ..torch_bridge import MaskSet, finetune, write_back
 
     record = TrainingRecord()
+    if held:
+        import torch
+
+        masks = MaskSet() if masks is None else masks
+        then = on_start
+
+        def hold(module: Any) -> None:
+            for name, keep in held.items():
+                masks.set(module.parameter(name), torch.from_numpy(np.ascontiguousarray(keep)))
+            if then is not None:
+                then(module)
+
+        on_start = hold
 
     def after_epoch(epoch: int, module: Any) -> None:
         entry: dict[str, Any] = {"epoch": epoch}

@@ -146,3 +146,40 @@ def test_gradual_channel_pruning_removes_the_masked_channels_exactly(monkeypatch
 def test_bad_recovery_options_are_config_errors(kwargs):
     with pytest.raises(ConfigError):
         TrimConfig(**BASE, **kwargs)
+
+
+@pytest.mark.parametrize("options", [{"criterion": "magnitude", "sparsity": 0.6, "finetune": True},
+                                     {"criterion": "relief", "finetune": True},
+                                     {"criterion": "relief", "iterations": 2}],
+                         ids=["magnitude-finetune", "relief-finetune", "relief-iterations"])
+def test_fine_tuning_keeps_a_plans_weight_masks_at_zero(options):
+    """Training moves every weight it is given: the entries a plan set to zero must be held there, or
+    the written model would claim a sparsity it does not have."""
+    common = dict(BASE, round_to=1, epochs=1, lr=1e-2, **options)
+    untrained = weights(trim(TrimConfig(**{k: v for k, v in common.items() if k not in ("finetune", "iterations")})).model)
+    trained = trim(TrimConfig(**common))
+    zeros = {name: w == 0 for name, w in untrained.items()}
+    masked = sum(int(z.sum()) for z in zeros.values())
+    assert masked > 1000
+    if trained.report["recovery"]["mode"] == "iterative":  # every round's masks held: at least as sparse
+        assert sum(int((w == 0).sum()) for w in weights(trained.model).values()) >= masked
+        return
+    moved = 0
+    for name, value in weights(trained.model).items():
+        assert value.shape == zeros[name].shape, name
+        assert np.all(value[zeros[name]] == 0), f"{name}: masked weights revived by training"
+        moved += int(np.count_nonzero(value[~zeros[name]] != untrained[name][~zeros[name]]))
+    assert moved > 0  # and the rest did train
+
+
+def test_masked_weights_name_where_the_rewrite_put_each_mask():
+    from onnxtrim.passes.apply_plan import apply_plan, masked_weights
+
+    result = trim(TrimConfig(**BASE, criterion="relief", round_to=1, verify=False))
+    model = onnx.load(BASE["model"])
+    held = masked_weights(model, result.plan)
+    trimmed = weights(apply_plan(model, result.plan))
+    assert held and set(held) <= set(trimmed)
+    for name, keep in held.items():
+        assert keep.shape == trimmed[name].shape and np.all(trimmed[name][~keep] == 0)
+    assert sum(int((~k).sum()) for k in held.values()) == sum(int((w == 0).sum()) for w in trimmed.values())
