@@ -224,10 +224,11 @@ def constrain(analysis: Analysis, ranked: dict[int, _Ranked], chosen: Chosen,
             kept_by.setdefault(gid, {})[removing[gid].pop()] = why
 
     def round_up(gid: int) -> None:
-        size = ranked[gid].group.size
-        kept = size - len(removing[gid])
-        give_back(gid, min(size, math.ceil(kept / selection.round_to) * selection.round_to) - kept,
-                  f"round-to {selection.round_to}")
+        """Kept channels (classes x their width: a head is head-size channels) a multiple of round_to."""
+        group = ranked[gid].group
+        multiple = selection.round_to // math.gcd(selection.round_to, group.class_width)
+        kept = group.size - len(removing[gid])
+        give_back(gid, min(group.size, math.ceil(kept / multiple) * multiple) - kept, f"round-to {selection.round_to}")
 
     for gid, classes in removing.items():
         size = ranked[gid].group.size

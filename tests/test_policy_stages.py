@@ -209,3 +209,22 @@ def test_rms_normalisation_does_not_favour_wide_groups():
     l2 = make_plan(analysis, MeanActivation(), scores, Selection(fraction=share, global_ranking=True, normalize="l2"),
                    fingerprint="f")
     assert {g.group: g.removed for g in l2.groups} == {1: 4}  # the wider group's scores are √2 smaller
+
+
+@pytest.mark.parametrize(("round_to", "heads_kept"), [(1, 1), (4, 1), (8, 2), (16, 3)])
+def test_round_to_counts_the_channels_of_a_head_not_heads(round_to, heads_kept):
+    """A head of size 4 is 4 channels in every projection: rounding kept channels to 8 needs an even
+    head count, to 4 any count; the MLP's channels (one each) round as channels."""
+    from onnxtrim.criteria.filter_norm import FilterNorm
+    from tests.helpers import transformer_models
+
+    model = transformer_models.ATTENTION
+    analysis = stages.analyse(model)
+    criterion = FilterNorm(1)
+    plan = make_plan(analysis, criterion, criterion.scores(analysis, None), Selection(fraction=0.7, round_to=round_to),
+                     fingerprint=structure_fingerprint(model))
+    kept = {analysis.groups[d.group].kind + str(analysis.groups[d.group].size): len(d.keep) for d in plan.groups}
+    (heads,) = [g for g in analysis.groups if g.kind == "heads"]
+    assert heads.class_width == 4 and kept.get("heads3", 3) == heads_kept
+    mlp = kept.get("channels16", 16)
+    assert mlp % round_to == 0 or mlp == 16

@@ -10,6 +10,7 @@ united; its classes are the units a plan keeps or removes.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,6 +85,13 @@ class ChannelGroup:
     @property
     def members(self) -> tuple[str, ...]:
         return tuple(space.node for space in self.spaces)
+
+    @property
+    def class_width(self) -> int:
+        """Channels per class in every producer (a head: its head size; a channel: 1), so that
+        rounding can count channels, not classes."""
+        per_space = [len(s.elems) // self.size for s in self.spaces if self.size and len(s.elems) % self.size == 0]
+        return math.gcd(*per_space) if per_space else 1
 
     @property
     def prunable(self) -> np.ndarray:

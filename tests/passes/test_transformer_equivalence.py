@@ -106,13 +106,13 @@ def test_dead_stream_dimensions_go_exactly_with_the_exact_layernorm_and_approxim
     onnx.save(dead, path)
     rng = np.random.default_rng(0)
     data = [random_feeds(model, rng, batch=4) for _ in range(3)]
-    exact = trim(TrimConfig(model=path, data=data, criterion="mean-activation", threshold=0.0, holdout=0.0))
+    exact = trim(TrimConfig(model=path, data=data, criterion="mean-activation", threshold=0.0, holdout=0.0, round_to=1))
     rows = {tuple(g["members"]): g for g in exact.report["groups"]}
     assert rows[stream.members]["kept"] == 9 and exact.report["criterion"]["selection"]["layernorm"] == "exact"
     feeds = random_feeds(model, rng, batch=5)
     original = run(dead, feeds)[0]
     np.testing.assert_allclose(run(exact.model, feeds)[0], original, rtol=1e-5, atol=1e-5)
-    plain = trim(TrimConfig(model=path, data=data, criterion="mean-activation", threshold=0.0, holdout=0.0,
+    plain = trim(TrimConfig(model=path, data=data, criterion="mean-activation", threshold=0.0, holdout=0.0, round_to=1,
                             layernorm="plain"))
     assert np.abs(run(plain.model, feeds)[0] - original).max() > 1e-3  # statistics over 9 channels, not 12
     # onnxruntime's full optimisation must not fuse the exact rewrite back into a LayerNorm over 9 channels
