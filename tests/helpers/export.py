@@ -153,6 +153,25 @@ ZOO["bert_encoder"] = ZooEntry(
     example=_token_ids,
 )
 
+#: Zoo models the default run leaves to ``pytest -m slow`` (both exporters), each because a smaller
+#: model of the same architecture runs by default; the zoo suites take 1.5 minutes each on 2 cores.
+SLOW_ZOO: dict[str, str] = {
+    "vit_b_16": "86M parameters; vit_tiny is the same VisionTransformer, run by default",
+    "swin_t": "28M parameters, 12 attention layers; swin_tiny is the same SwinTransformer, run by default",
+    "wide_resnet50_2": "69M parameters; resnet50 is the same bottleneck ResNet, run by default",
+}
+#: (model, exporter) pairs left to ``-m slow``: heavy models keep their TorchScript export in the default run.
+SLOW_ZOO_CASES: dict[tuple[str, Exporter], str] = {
+    ("vgg16_bn", "dynamo"): "138M parameters; its TorchScript export runs by default",
+    ("alexnet", "dynamo"): "61M parameters; its TorchScript export runs by default",
+    ("efficientnet_v2_s", "dynamo"): "21M parameters, 40 SE blocks; its TorchScript export runs by default",
+}
+
+
+def slow_reason(name: str, exporter: Exporter) -> str:
+    """Why (name, exporter) is out of the default run, or "" where it is in."""
+    return SLOW_ZOO_CASES.get((name, exporter), SLOW_ZOO.get(name, ""))
+
 
 def zoo_model(
     name: str, *, batch: int = EXAMPLE_BATCH, normalize: bool = True

@@ -17,17 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from tests.helpers.export import EXPORTERS, ZOO, Exporter
+from tests.helpers.export import EXPORTERS, ZOO, Exporter, slow_reason
 from tests.helpers.onnx_utils import check, input_shapes, op_counts, output_shapes, run
 
 DEFAULT_TOL = 1e-4
-
-#: Reasons for keeping a model (both exporters) out of the default run. Empty: the zoo trim suite exports
-#: every model anyway (the export cache is per session), so these smoke checks cost little extra.
-SLOW: dict[str, str] = {}
-
-#: Reasons for keeping one (model, exporter) out of the default run.
-SLOW_CASES: dict[tuple[str, Exporter], str] = {}
 
 #: Expected failures, strict. Empty today: every zoo case passes on torch 2.14.1 / onnxruntime 1.31.
 XFAIL: dict[tuple[str, Exporter], str] = {}
@@ -60,7 +53,7 @@ CASES = [
     ZooCase(
         model,
         exporter,
-        slow=SLOW_CASES.get((model, exporter), SLOW.get(model, "")),
+        slow=slow_reason(model, exporter),  # the same cases as the zoo trim suite's (one export cache)
         xfail=XFAIL.get((model, exporter), ""),
         tol=TOLERANCE.get(model, (DEFAULT_TOL, ""))[0],
     )

@@ -30,13 +30,15 @@ from onnxtrim.api import trim
 from onnxtrim.config import TrimConfig
 from tests.helpers.dead import inject_dead, injectable
 from tests.helpers.dead_transformer import inject_dead_heads, inject_dead_stream
-from tests.helpers.export import EXPORTERS, ZOO
+from tests.helpers.export import EXPORTERS, ZOO, slow_reason
 from tests.helpers.plans import analysis_of, assert_masked_equivalent, random_plan, run
 from tests.zoo.limits import BARRIER_WORDS, LIMITS
 
 COVERAGE = Path(__file__).with_name("coverage.json")
 
-CASES = [(name, exporter) for name in ZOO for exporter in EXPORTERS]
+CASES = [pytest.param(name, exporter, id=f"{name}-{exporter}",
+                      marks=[pytest.mark.slow] if slow_reason(name, exporter) else [])
+         for name in ZOO for exporter in EXPORTERS]
 
 
 def tolerance(reference: np.ndarray) -> dict[str, float]:
@@ -66,7 +68,7 @@ def recorded() -> dict:
     return json.loads(COVERAGE.read_text()) if COVERAGE.exists() else {}
 
 
-@pytest.mark.parametrize(("name", "exporter"), CASES, ids=[f"{n}-{e}" for n, e in CASES])
+@pytest.mark.parametrize(("name", "exporter"), CASES)
 def test_zoo_model_trims_correctly(name, exporter, zoo_export, zoo_reference, recorded, coverage_rows, tmp_path):
     path = zoo_export(name, exporter)
     model = onnx.load(path)
@@ -119,10 +121,8 @@ def test_zoo_model_trims_correctly(name, exporter, zoo_export, zoo_reference, re
 
 
 TRANSFORMERS = ["vit_b_16", "vit_tiny", "swin_t", "swin_tiny", "convnext_tiny", "bert_encoder"]
-HEAVY = {"vit_b_16": "86M parameters: every probe and trim copies and loads 350 MB",
-         "swin_t": "28M parameters and 12 attention layers"}
 TRANSFORMER_CASES = [pytest.param(name, exporter, id=f"{name}-{exporter}",
-                                  marks=[pytest.mark.slow] if name in HEAVY else [])
+                                  marks=[pytest.mark.slow] if slow_reason(name, exporter) else [])
                      for name in TRANSFORMERS for exporter in EXPORTERS]
 
 
