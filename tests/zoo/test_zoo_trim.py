@@ -63,6 +63,22 @@ def coverage_row(analysis) -> dict:
     return row
 
 
+def assert_dead_removed_exactly(dead: onnx.ModelProto, killed: dict[tuple[str, ...], list[int]],
+                                feeds: dict[str, np.ndarray], tmp_path: Path) -> None:
+    """`criterion="mean-activation", threshold=0` through the public API removes at least the killed
+    classes of each group, and the outputs do not move."""
+    path = tmp_path / "dead.onnx"
+    onnx.save(dead, path)
+    result = trim(TrimConfig(model=path, data=[feeds], criterion="mean-activation", threshold=0.0, holdout=0.0,
+                             round_to=1))
+    after = {tuple(g["members"]): g for g in result.report["groups"]}
+    for members, classes in killed.items():
+        assert after[members]["removed"] >= len(classes), (members, after[members])
+    original = run(dead, feeds)[0]
+    np.testing.assert_allclose(run(result.model, feeds)[0], original, **tolerance(original))
+    onnx.checker.check_model(result.model, full_check=True)
+
+
 @pytest.fixture(scope="module")
 def recorded() -> dict:
     return json.loads(COVERAGE.read_text()) if COVERAGE.exists() else {}
@@ -107,17 +123,7 @@ def test_zoo_model_trims_correctly(name, exporter, zoo_export, zoo_reference, re
             dead, killed[group.members] = injected, classes
     if not killed:
         pytest.skip(f"{key}: no prunable group is read only after activations, so none can be made provably dead")
-    dead_path = tmp_path / "dead.onnx"
-    onnx.save(dead, dead_path)
-    calib = [{k: v} for k, v in feeds.items()]
-    result = trim(TrimConfig(model=dead_path, data=calib, criterion="mean-activation", threshold=0.0, holdout=0.0,
-                             round_to=1))
-    after = {tuple(g["members"]): g for g in result.report["groups"]}
-    for members, classes in killed.items():
-        assert after[members]["removed"] >= len(classes), (members, after[members])
-    original = run(dead, feeds)[0]
-    np.testing.assert_allclose(run(result.model, feeds)[0], original, **tolerance(original))
-    onnx.checker.check_model(result.model, full_check=True)
+    assert_dead_removed_exactly(dead, killed, feeds, tmp_path)
 
 
 TRANSFORMERS = ["vit_b_16", "vit_tiny", "swin_t", "swin_tiny", "convnext_tiny", "bert_encoder"]
@@ -148,13 +154,4 @@ def test_zoo_dead_heads_and_stream_dimensions_are_removed_exactly(name, exporter
     for group in streams:
         classes = group.prunable[:: max(2, len(group.prunable) // 3)][:3].tolist()
         dead, killed[group.members] = inject_dead_stream(dead, analysis, group, classes), classes
-    path = tmp_path / "dead.onnx"
-    onnx.save(dead, path)
-    result = trim(TrimConfig(model=path, data=[feeds], criterion="mean-activation", threshold=0.0, holdout=0.0,
-                             round_to=1))
-    after = {tuple(g["members"]): g for g in result.report["groups"]}
-    for members, classes in killed.items():
-        assert after[members]["removed"] >= len(classes), (members, after[members])
-    original = run(dead, feeds)[0]
-    np.testing.assert_allclose(run(result.model, feeds)[0], original, **tolerance(original))
-    onnx.checker.check_model(result.model, full_check=True)
+    assert_dead_removed_exactly(dead, killed, feeds, tmp_path)
