@@ -47,13 +47,13 @@ def mask_channels(model: onnx.ModelProto, plan: PrunePlan, analysis: Analysis | 
         for edit in analysis.edits:
             if isinstance(edit, NormEdit) and len(analysis.surviving(edit.elems, removed)) < len(edit.elems):
                 _plain_reference(graph, analysis, edit, removed, names)
-    removable = np.zeros(len(analysis.table), dtype=bool)
-    for group in analysis.groups:
-        removable[group.roots[group.prunable]] = True
+    removable = np.zeros(len(analysis.table), dtype=bool)  # where every_prunable adds masks of ones
+    if every_prunable:
+        for group in analysis.groups:
+            removable[group.roots[group.prunable]] = True
     for k, (name, tracked) in enumerate(sorted(analysis.tracked.items())):
         surviving = analysis.surviving(tracked.elems, removed)
-        if len(surviving) == len(tracked.elems) and not (
-                every_prunable and removable[analysis.table.roots(tracked.elems)].any()):
+        if len(surviving) == len(tracked.elems) and not removable[analysis.table.roots(tracked.elems)].any():
             continue
         tensor = tensors[name]
         shape = ir.shape_of(tensor)
